@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Train the default CartPole agent into runs/ (stops once the last-100 mean return is 475).
+train: $(STAMP)
+	$(PY) agents/cartpole.py
+
+# The whole suite CI runs: fast tests plus the slow CartPole regressions.
+test: $(STAMP)
+	$(PY) -m pytest -m "slow or not slow" -q
+
+# Only the fast tests (the default `pytest` selection).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rlnorm agents tests benchmarks
+	$(VENV)/bin/ruff format --check rlnorm agents tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format rlnorm agents tests benchmarks
+	$(VENV)/bin/ruff check --fix rlnorm agents tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,30 @@
+"""CartPole-v1, the default recipe: rl-zoo's A2C hyperparameters (8 envs, n_steps 5, RMSprop
+lr 7e-4, gamma 0.99, gae_lambda 1.0, ent_coef 0, vf_coef 0.5, max_grad_norm 0.5), shared
+observation normalizer, no norm inside the networks. Stops once the last-100 mean return
+reaches 475 (CartPole's "solved"); SB3's A2C gets there in about 140k steps.
+
+    python agents/cartpole.py [rlnorm train flags, e.g. --seed 1 --policy-norm layer]
+"""
+
+import sys
+
+from rlnorm.cli import main
+from rlnorm.config import Config
+
+CONFIG = Config(
+    agent="cartpole",
+    env_id="CartPole-v1",
+    n_envs=8,
+    n_steps=5,
+    total_steps=500_000,
+    learning_rate=7e-4,
+    gamma=0.99,
+    gae_lambda=1.0,
+    ent_coef=0.0,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+    target_return=475.0,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]], base_config=CONFIG))

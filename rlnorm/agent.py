@@ -1,0 +1,182 @@
+"""The A2C agent: the shared normalizer, the two networks, their optimizers, and the compiled
+hot paths (`act`, `value`, `train_step`).
+
+`tf.function` is applied in ONE place, `A2CAgent._compile`, with fixed input signatures so
+nothing retraces (a new batch size, a float64 input or a Python float argument would each
+cost a 0.5-1.4 s retrace). `compile="eager"` runs everything eagerly for debugging.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from rlnorm.losses import a2c_loss, explained_variance
+from rlnorm.networks import build_networks
+
+
+class TorchRMSprop(keras.optimizers.RMSprop):
+    """RMSprop in PyTorch's form, which SB3's A2C uses: v = rho*v + (1-rho)*g^2 and
+    w -= lr * g / (sqrt(v) + eps). Keras' RMSprop divides by sqrt(v + eps) instead, which with
+    eps = 1e-5 damps small gradients far more (sqrt(1e-5) ~ 3e-3 vs 1e-5). Keras' `rho` is
+    PyTorch's `alpha` (SB3: 0.99); `epsilon` keeps its PyTorch meaning (SB3: 1e-5)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        velocity = self._velocities[self._get_variable_index(variable)]
+        self.assign(velocity, self.rho * velocity + (1.0 - self.rho) * ops.square(gradient))
+        self.assign_sub(variable, lr * gradient / (ops.sqrt(velocity) + self.epsilon))
+
+
+def make_optimizer(config, name: str) -> keras.optimizers.Optimizer:
+    if config.optimizer == "rmsprop":
+        return TorchRMSprop(
+            learning_rate=config.learning_rate,
+            rho=config.rms_decay,
+            epsilon=config.optimizer_eps,
+            name=name,
+        )
+    return keras.optimizers.Adam(
+        learning_rate=config.learning_rate, epsilon=config.optimizer_eps, name=name
+    )
+
+
+def observation_spec(space: gym.Space) -> tf.TensorSpec:
+    """Batched TensorSpec of raw observations: int64 [None] (Discrete) or [None, *shape]."""
+    if isinstance(space, gym.spaces.Discrete):
+        return tf.TensorSpec([None], tf.int64, name="observation")
+    dtype = tf.float64 if np.dtype(space.dtype) == np.float64 else tf.float32
+    return tf.TensorSpec([None, *space.shape], dtype, name="observation")
+
+
+def action_spec(space: gym.Space) -> tf.TensorSpec:
+    if isinstance(space, gym.spaces.Discrete):
+        return tf.TensorSpec([None], tf.int32, name="action")
+    return tf.TensorSpec([None, *space.shape], tf.float32, name="action")
+
+
+class A2CAgent(tf.Module):
+    """Everything that learns, and everything a checkpoint must hold.
+
+    Shapes: obs raw [B, *obs_shape] (int [B] for Discrete); actions int32 [B] or float32
+    [B, act_dim]; batches for `train_step` are flattened rollouts, N = n_steps * n_envs.
+    """
+
+    def __init__(self, config, observation_space: gym.Space, action_space: gym.Space):
+        super().__init__(name="a2c")
+        self.config = config
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.normalizer, self.policy, self.value = build_networks(
+            config, observation_space, action_space
+        )
+        self.policy_optimizer = make_optimizer(config, "policy_optimizer")
+        self.value_optimizer = make_optimizer(config, "value_optimizer")
+        # Build optimizer slots now: variables must not be created inside a traced function.
+        self.policy_optimizer.build(self.policy.trainable_weights)
+        self.value_optimizer.build(self.value.trainable_weights)
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self.obs_spec = observation_spec(observation_space)
+        self.action_spec = action_spec(action_space)
+        self._compile(config.compile)
+
+    # -- the math (plain Python on tensors; compiled below) --------------------------------
+    def _act(self, obs):
+        """Sample actions in inference mode (BatchNorm: moving statistics).
+        Returns (action, log_prob float32 [B], value float32 [B])."""
+        dist = self.policy.distribution(obs, training=False)
+        action = dist.sample(self.rng)
+        return action, dist.log_prob(action), self.value.value(obs, training=False)
+
+    def _act_deterministic(self, obs):
+        return self.policy.distribution(obs, training=False).mode()
+
+    def _predict_value(self, obs):
+        return self.value.value(obs, training=False)
+
+    def _train_step(self, obs, actions, advantages, returns, valid):
+        """One gradient step on each network from a flattened rollout (training=True).
+
+        obs [N, *obs_shape] raw; actions [N] / [N, d]; advantages, returns, valid float32 [N].
+        Returns a dict of scalar tensors (losses, pre-clip gradient norms, scales)."""
+        c = self.config
+        policy_vars = self.policy.trainable_weights
+        value_vars = self.value.trainable_weights
+        with tf.GradientTape() as tape:
+            dist = self.policy.distribution(obs, training=True)
+            log_prob = dist.log_prob(actions)
+            entropy = dist.entropy()
+            values = self.value.value(obs, training=True)
+            losses = a2c_loss(
+                log_prob,
+                entropy,
+                values,
+                advantages,
+                returns,
+                valid,
+                c.ent_coef,
+                c.vf_coef,
+                c.normalize_advantage,
+            )
+            total = losses["policy_total_loss"] + losses["value_total_loss"]
+        grads = tape.gradient(total, policy_vars + value_vars)
+        policy_grads, value_grads = grads[: len(policy_vars)], grads[len(policy_vars) :]
+        # One global-norm clip per network (the two never share a gradient scale).
+        policy_grads, policy_grad_norm = tf.clip_by_global_norm(policy_grads, c.max_grad_norm)
+        value_grads, value_grad_norm = tf.clip_by_global_norm(value_grads, c.max_grad_norm)
+        # A NaN/Inf loss or gradient skips the update, so the weights stay the last good ones
+        # and the loop can save them before it stops (see train.raise_nonfinite_loss).
+        finite = tf.reduce_all(
+            tf.math.is_finite(tf.stack([total, policy_grad_norm, value_grad_norm]))
+        )
+
+        def apply():
+            self.policy_optimizer.apply(policy_grads, policy_vars)
+            self.value_optimizer.apply(value_grads, value_vars)
+            return tf.constant(True)
+
+        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        metrics = dict(losses)
+        metrics["update_applied"] = applied
+        metrics.update(
+            policy_grad_norm=policy_grad_norm,
+            value_grad_norm=value_grad_norm,
+            explained_variance=explained_variance(values, returns, valid),
+            log_prob=tf.reduce_mean(log_prob),
+        )
+        return metrics
+
+    # -- the one place tf.function is applied ------------------------------------------------
+    def _compile(self, mode: str) -> None:
+        if mode == "eager":
+            self.act = self._act
+            self.act_deterministic = self._act_deterministic
+            self.predict_value = self._predict_value
+            self.train_step = self._train_step
+            return
+        jit = mode == "xla"
+        obs, act = self.obs_spec, self.action_spec
+        vec = tf.TensorSpec([None], tf.float32)
+        self.act = tf.function(self._act, input_signature=[obs], jit_compile=jit)
+        self.act_deterministic = tf.function(
+            self._act_deterministic, input_signature=[obs], jit_compile=jit
+        )
+        self.predict_value = tf.function(
+            self._predict_value, input_signature=[obs], jit_compile=jit
+        )
+        self.train_step = tf.function(
+            self._train_step, input_signature=[obs, act, vec, vec, vec], jit_compile=jit
+        )
+
+    def trace_counts(self) -> dict[str, int]:
+        """How many times each compiled function was traced (1 each after warm-up)."""
+        fns = {"act": self.act, "predict_value": self.predict_value, "train_step": self.train_step}
+        return {
+            k: int(f.experimental_get_tracing_count())
+            for k, f in fns.items()
+            if hasattr(f, "experimental_get_tracing_count")
+        }

@@ -1,0 +1,93 @@
+"""Gymnasium vector environments: id resolution with clear errors, seeding, episode statistics.
+
+Wrapper order matters: `RecordEpisodeStatistics` wraps the raw env, so episode returns and
+lengths are the env's own rewards, before any reward scaling (which rlnorm does on the stored
+rollout, see `normalizer.RewardScaler`). Box actions are clipped to the space at the env
+boundary by Gymnasium's `ClipAction`, while the rollout stores the unclipped sample.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+
+from rlnorm.networks import check_action_space
+from rlnorm.normalizer import check_observation_space
+
+AUTORESET = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
+
+
+class EnvError(ValueError):
+    """The environment id or its spaces cannot be used; the message names the fix."""
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Import `module` for `module:EnvName-vN` ids, then check the id is registered.
+
+    Returns the id Gymnasium knows (without the module prefix)."""
+    name = env_id
+    if ":" in env_id:
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise EnvError(
+                f"Environment id {env_id!r}: module {module!r} could not be imported ({e}). "
+                "Install it or fix the module path in `module:EnvName-vN`."
+            ) from None
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise EnvError(
+            f"Unknown environment id {name!r}.{hint} Registered ids are listed by "
+            "`gymnasium.pprint_registry()`; your own envs can be given as `module:EnvName-vN`."
+        )
+    return name
+
+
+def make_vec_env(
+    env_id: str,
+    n_envs: int,
+    seed: int | None = None,
+    vectorization_mode: str = "sync",
+    autoreset_mode: str = "same_step",
+) -> gym.vector.VectorEnv:
+    """A seeded vector env with episode statistics (and Box action clipping).
+
+    The env reports its actual autoreset mode in `envs.metadata["autoreset_mode"]`; the
+    rollout reads it from there, because NumPy-vectorized envs (`vector_entry_point`) support
+    only NEXT_STEP whatever is asked."""
+    name = resolve_env_id(env_id)
+    spec = gym.registry[name]
+    if vectorization_mode == "vector_entry_point" and spec.vector_entry_point is None:
+        vectorization_mode = "sync"  # this env has no NumPy-vectorized version
+    kwargs = {}
+    if vectorization_mode != "vector_entry_point":
+        kwargs["vector_kwargs"] = {"autoreset_mode": AUTORESET[autoreset_mode]}
+    envs = gym.make_vec(name, num_envs=n_envs, vectorization_mode=vectorization_mode, **kwargs)
+    check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = gym.wrappers.vector.ClipAction(envs)
+    if seed is not None:
+        envs.action_space.seed(seed)
+    return envs
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str = "") -> None:
+    where = f"Environment {env_id!r}: " if env_id else ""
+    try:
+        check_observation_space(observation_space)
+        check_action_space(action_space)
+    except ValueError as e:
+        raise EnvError(where + str(e)) from None
+
+
+def autoreset_mode_of(envs: gym.vector.VectorEnv) -> str:
+    mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode == AutoresetMode.DISABLED:
+        raise EnvError("Vector envs with autoreset DISABLED are not supported; use same_step.")
+    return "same_step" if mode == AutoresetMode.SAME_STEP else "next_step"

@@ -1,0 +1,93 @@
+"""Evaluation and loading a trained agent from a run folder.
+
+Evaluation never writes to the run's checkpoints and never changes statistics: the
+normalizer is frozen and every network call is in inference mode (BatchNorm: moving stats).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rlnorm.agent import A2CAgent
+from rlnorm.checkpoint import Checkpointer, atomic_write_text
+from rlnorm.envs import make_vec_env
+from rlnorm.run_dir import checkpoint_dir, load_run_config, require_checkpoint
+
+
+def load_agent(run_dir: str | Path, envs=None):
+    """(config, agent, checkpoint path) restored from the run's latest checkpoint, frozen."""
+    config = load_run_config(run_dir)
+    require_checkpoint(run_dir)
+    if envs is None:
+        envs = make_vec_env(config.env_id, 1, config.seed)
+    agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+    checkpointer = Checkpointer(checkpoint_dir(run_dir), agent, max_to_keep=10**6)
+    # Read-only: the manager is never asked to save, and optimizer slots are not needed.
+    checkpointer.checkpoint.restore(checkpointer.latest).expect_partial()
+    agent.normalizer.frozen = True
+    return config, agent, checkpointer.latest
+
+
+def evaluate(
+    run_dir: str | Path,
+    episodes: int = 10,
+    deterministic: bool = False,
+    seed: int | None = None,
+    n_envs: int = 4,
+    write: bool = True,
+) -> dict:
+    """Run `episodes` full episodes on fresh envs; returns (and writes) eval.json's content."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}.")
+    config = load_run_config(run_dir)
+    seed = config.seed + 10_000 if seed is None else seed  # not the training env seeds
+    envs = make_vec_env(config.env_id, min(n_envs, episodes), seed, autoreset_mode="same_step")
+    config, agent, ckpt = load_agent(run_dir, envs)
+    returns, lengths = [], []
+    obs, _ = envs.reset(seed=seed)
+    act = agent.act_deterministic if deterministic else (lambda o: agent.act(o)[0])
+    while len(returns) < episodes:
+        action = act(obs).numpy()
+        obs, _, _, _, info = envs.step(action)
+        if "_episode" in info:
+            for r, n in zip(
+                info["episode"]["r"][info["_episode"]],
+                info["episode"]["l"][info["_episode"]],
+                strict=True,
+            ):
+                returns.append(float(r))
+                lengths.append(int(n))
+    envs.close()
+    returns, lengths = returns[:episodes], lengths[:episodes]
+    result = {
+        "run_dir": str(run_dir),
+        "checkpoint": ckpt,
+        "env_id": config.env_id,
+        "episodes": episodes,
+        "deterministic": deterministic,
+        "seed": seed,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "returns": returns,
+    }
+    if write:
+        atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+    return result
+
+
+def variables_snapshot(agent) -> dict[str, np.ndarray]:
+    """Copies of every network and normalizer variable (for before/after comparisons)."""
+    variables = [
+        *agent.policy.trainable_weights,
+        *agent.policy.non_trainable_weights,
+        *agent.value.trainable_weights,
+        *agent.value.non_trainable_weights,
+        agent.normalizer.count,
+        agent.normalizer.mean,
+        agent.normalizer.var,
+    ]
+    return {f"{i}:{getattr(v, 'path', v.name)}": np.array(v) for i, v in enumerate(variables)}

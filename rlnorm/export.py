@@ -1,0 +1,56 @@
+"""Export a trained policy as a SavedModel: RAW observation in, action out.
+
+The normalizer lives inside the exported module (frozen), so a consumer needs nothing but
+TensorFlow: `tf.saved_model.load(path).signatures["serving_default"](observation=obs)`.
+Signatures: `serving_default` -> {"action": deterministic action (mode; Box actions clipped
+to the space)}, and `sample` -> {"action": a sampled action} for stochastic rollouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from rlnorm.evaluate import load_agent
+
+
+class ExportedPolicy(tf.Module):
+    def __init__(self, agent):
+        super().__init__(name="exported_policy")
+        self.normalizer = agent.normalizer
+        self.policy = agent.policy
+        space = agent.action_space
+        self.box = isinstance(space, gym.spaces.Box)
+        if self.box:
+            self.low = tf.constant(np.asarray(space.low, np.float32))
+            self.high = tf.constant(np.asarray(space.high, np.float32))
+        spec = agent.obs_spec
+
+        @tf.function(input_signature=[spec])
+        def serve(observation):
+            return {
+                "action": self._clip(self.policy.distribution(observation, training=False).mode())
+            }
+
+        @tf.function(input_signature=[spec])
+        def sample(observation):
+            dist = self.policy.distribution(observation, training=False)
+            return {"action": self._clip(dist.sample(tf.random.get_global_generator()))}
+
+        self.serve, self.sample = serve, sample
+
+    def _clip(self, action):
+        return tf.clip_by_value(action, self.low, self.high) if self.box else action
+
+
+def export(run_dir: str | Path, out_dir: str | Path) -> Path:
+    _, agent, _ = load_agent(run_dir)
+    module = ExportedPolicy(agent)
+    out_dir = Path(out_dir)
+    tf.saved_model.save(
+        module, str(out_dir), signatures={"serving_default": module.serve, "sample": module.sample}
+    )
+    return out_dir

@@ -1,0 +1,174 @@
+"""What a run writes: TensorBoard scalars on the env-step axis, the progress bar, summary.json.
+
+Tags follow CleanRL: `charts/episodic_return`, `charts/episodic_length`,
+`charts/steps_per_second`, `losses/...`. The scale diagnostics have their own module
+(`rlnorm.diagnostics`); this one only writes what every run writes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from rlnorm.checkpoint import atomic_write_text
+from rlnorm.config import Config, field_docs
+
+LOSS_TAGS = ("policy_loss", "value_loss", "entropy", "explained_variance")
+
+
+def config_markdown(config: Config) -> str:
+    docs = field_docs()
+    rows = ["| key | value | meaning |", "|---|---|---|"]
+    for key, value in config.to_dict().items():
+        rows.append(f"| {key} | `{value}` | {docs.get(key, '').replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+class RunLogger:
+    """Episode statistics (last 100), scalars, progress bar and the run summary."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Config,
+        start_step: int = 0,
+        quiet: bool = False,
+        state: dict | None = None,
+        writer=None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.writer = writer or tf.summary.create_file_writer(str(self.run_dir))
+        state = state or {}
+        self.recent_returns = collections.deque(state.get("recent_returns", []), maxlen=100)
+        self.recent_lengths = collections.deque(state.get("recent_lengths", []), maxlen=100)
+        self.episodes = int(state.get("episodes", 0))
+        self.best_mean = state.get("best_mean_return_last_100")
+        self.return_curve = [list(p) for p in state.get("return_curve", [])]
+        self.steps_to_target = state.get("steps_to_target")
+        self._new_returns: list[float] = []
+        self._new_lengths: list[float] = []
+        self.start_step = start_step
+        self.last_log_step = start_step
+        self.t_start = self.t_last = time.perf_counter()
+        self.step_last = start_step
+        self.wall_before = float(state.get("wall_seconds", 0.0))
+        self.pbar = (
+            None
+            if quiet
+            else tqdm(
+                total=config.total_steps,
+                initial=start_step,
+                unit="step",
+                unit_scale=True,
+                dynamic_ncols=True,
+                desc=config.env_id,
+            )
+        )
+        if start_step == 0:
+            with self.writer.as_default():
+                tf.summary.text("config", config_markdown(config), step=0)
+
+    # -- episodes ---------------------------------------------------------------------------
+    def record_episodes(self, returns: np.ndarray, lengths: np.ndarray) -> None:
+        for r, n in zip(returns, lengths, strict=True):
+            self.recent_returns.append(float(r))
+            self.recent_lengths.append(int(n))
+            self._new_returns.append(float(r))
+            self._new_lengths.append(float(n))
+        self.episodes += len(returns)
+
+    @property
+    def mean_return(self) -> float | None:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else None
+
+    def target_reached(self, step: int) -> bool:
+        target = self.config.target_return
+        mean = self.mean_return
+        if target is None or mean is None or len(self.recent_returns) < 100:
+            return False
+        if mean >= target and self.steps_to_target is None:
+            self.steps_to_target = step
+        return mean >= target
+
+    # -- per update ---------------------------------------------------------------------------
+    def log_update(self, step: int, metrics: dict, force: bool = False) -> None:
+        """Every `log_every` env steps (or when forced): scalars, curve point, progress bar."""
+        if self.pbar is not None:
+            self.pbar.update(step - self.pbar.n)
+        if not force and step - self.last_log_step < self.config.log_every:
+            return
+        now = time.perf_counter()
+        sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last, self.last_log_step = now, step, step
+        mean = self.mean_return
+        if mean is not None:
+            self.return_curve.append([step, mean])
+            if len(self.recent_returns) >= 100 or self.best_mean is None:
+                self.best_mean = mean if self.best_mean is None else max(self.best_mean, mean)
+        with self.writer.as_default(step=step):
+            if self._new_returns:
+                tf.summary.scalar("charts/episodic_return", np.mean(self._new_returns))
+                tf.summary.scalar("charts/episodic_length", np.mean(self._new_lengths))
+            if mean is not None:
+                tf.summary.scalar("charts/mean_return_last_100", mean)
+            tf.summary.scalar("charts/steps_per_second", sps)
+            for key in LOSS_TAGS:
+                if key in metrics:
+                    tf.summary.scalar(f"losses/{key}", float(metrics[key]))
+        self._new_returns.clear()
+        self._new_lengths.clear()
+        if self.pbar is not None:
+            self.pbar.set_postfix(
+                ret100=f"{mean:.1f}" if mean is not None else "-", sps=f"{sps:,.0f}", refresh=False
+            )
+
+    # -- state and summary -----------------------------------------------------------------------
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def state(self) -> dict:
+        """What a checkpoint carries besides tensors, so a resumed run continues its curve."""
+        return {
+            "recent_returns": list(self.recent_returns),
+            "recent_lengths": list(self.recent_lengths),
+            "episodes": self.episodes,
+            "best_mean_return_last_100": self.best_mean,
+            "return_curve": self.return_curve,
+            "steps_to_target": self.steps_to_target,
+            "wall_seconds": self.wall_seconds(),
+        }
+
+    def summary(self, step: int, agent: str, extra: dict | None = None) -> dict:
+        wall = self.wall_seconds()
+        trained = step - self.start_step
+        elapsed = time.perf_counter() - self.t_start
+        summary = {
+            "env_id": self.config.env_id,
+            "agent": agent,
+            "seed": self.config.seed,
+            "total_steps": step,
+            "wall_seconds": wall,
+            "steps_per_second": trained / max(elapsed, 1e-9),
+            "episodes": self.episodes,
+            "mean_return_last_100": self.mean_return,
+            "best_mean_return_last_100": self.best_mean,
+            "steps_to_target": self.steps_to_target,
+            "return_curve": self.return_curve,
+        }
+        summary.update(extra or {})
+        return summary
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+
+    def close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+        self.writer.flush()

@@ -1,0 +1,242 @@
+"""Policy and value networks: separate MLPs that read ONE shared observation normalizer.
+
+Each network is  normalizer -> [Dense -> Norm -> activation] x L -> head  (Acme's LayerNormMLP
+order). They never share weights; they share only the normalizer object, so both always see
+the same normalized observation and its state is saved once in a checkpoint.
+
+Initialization follows SB3 and CleanRL: orthogonal, gain sqrt(2) for hidden layers, 0.01 for
+the policy head (near-uniform initial policy), 1.0 for the value head; biases zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rlnorm.distributions import Categorical, DiagGaussian
+from rlnorm.normalizer import ObservationNormalizer
+
+BATCHNORM_KINDS = ("batch", "batch_renorm", "batch_moving")
+
+
+def make_norm_layer(norm: str, name: str, momentum: float = 0.99):
+    """Keras layer for `norm`, or None for "none"."""
+    if norm == "none":
+        return None
+    if norm == "layer":
+        return keras.layers.LayerNormalization(name=name)
+    if norm == "batch":
+        return keras.layers.BatchNormalization(momentum=momentum, name=name)
+    if norm in ("batch_renorm", "batch_moving"):
+        from rlnorm.batchnorm import BATCHNORM_VARIANTS
+
+        return BATCHNORM_VARIANTS[norm](momentum=momentum, name=name)
+    raise ValueError(f"Unknown norm {norm!r}; allowed: none, layer, {', '.join(BATCHNORM_KINDS)}.")
+
+
+def check_action_space(space: gym.Space) -> None:
+    if isinstance(space, gym.spaces.Discrete):
+        return
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            return  # unbounded Box: fine, nothing to clip
+        return
+    hint = {
+        gym.spaces.MultiDiscrete: "flatten it to one Discrete (e.g. a custom ActionWrapper over "
+        "the product of choices)",
+        gym.spaces.MultiBinary: "map it to a Discrete over the 2^n combinations with an ActionWrapper",
+    }.get(type(space), "use a Discrete or a 1-D Box action space (an ActionWrapper can map to it)")
+    raise ValueError(
+        f"Action space {space} ({type(space).__name__}) is not supported: rlnorm's policy heads "
+        f"are Categorical (Discrete) and diagonal Gaussian (1-D Box). Fix: {hint}."
+    )
+
+
+class Network(tf.Module):
+    """An MLP on normalized observations. Shapes: raw_obs [B, *obs_shape] -> out float32 [B, out].
+
+    `layers_` lists (dense, norm_or_None) per hidden layer; `head` is the output Dense. For a
+    Gaussian policy `log_std` holds the state-independent log standard deviation [act_dim].
+    """
+
+    def __init__(
+        self,
+        normalizer: ObservationNormalizer,
+        hidden_sizes,
+        activation: str,
+        norm: str,
+        out_dim: int,
+        out_gain: float,
+        seed: int,
+        name: str,
+        bn_momentum: float = 0.99,
+    ):
+        super().__init__(name=name)
+        self.normalizer = normalizer
+        self.norm = norm
+        self.activation_name = activation
+        self.activation = {"tanh": tf.tanh, "relu": tf.nn.relu}[activation]
+        dense_layers, norm_layers = [], []
+        for i, width in enumerate(hidden_sizes):
+            init = keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed + i)
+            dense_layers.append(
+                keras.layers.Dense(width, kernel_initializer=init, name=f"{name}_dense{i}")
+            )
+            norm_layers.append(make_norm_layer(norm, f"{name}_{norm}norm{i}", bn_momentum))
+        self.dense_layers = dense_layers
+        self.norm_layers = norm_layers
+        self.head = keras.layers.Dense(
+            out_dim,
+            kernel_initializer=keras.initializers.Orthogonal(gain=out_gain, seed=seed + 99),
+            name=f"{name}_head",
+        )
+        self.log_std = None
+        # Build every layer now so variables exist before tracing and checkpoint restore.
+        width = normalizer.obs_dim
+        for dense, norm_layer in zip(self.dense_layers, self.norm_layers, strict=True):
+            dense.build((None, width))
+            width = dense.units
+            if norm_layer is not None:
+                norm_layer.build((None, width))
+        self.head.build((None, width))
+
+    @property
+    def keras_layers(self) -> list:
+        layers = [
+            layer
+            for pair in zip(self.dense_layers, self.norm_layers, strict=True)
+            for layer in pair
+            if layer is not None
+        ]
+        return [*layers, self.head]
+
+    @property
+    def trainable_weights(self) -> list:
+        weights = [w for layer in self.keras_layers for w in layer.trainable_weights]
+        return weights + ([self.log_std] if self.log_std is not None else [])
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for layer in self.keras_layers for w in layer.non_trainable_weights]
+
+    def __call__(self, raw_obs, training: bool = False, record: dict | None = None) -> tf.Tensor:
+        """Forward pass. `training` selects BatchNorm's batch statistics (the update) or moving
+        statistics (acting, bootstrapping, evaluation). If `record` is a dict, it is filled with
+        the hidden activations (`layer{i}/pre_norm`, `layer{i}/post_norm`, `layer{i}/out`) and the
+        normalized input, for the diagnostics (no cost when None)."""
+        x = self.normalizer.normalize(raw_obs)
+        if record is not None:
+            record["input"] = x
+        for i, (dense, norm_layer) in enumerate(
+            zip(self.dense_layers, self.norm_layers, strict=True)
+        ):
+            x = dense(x)
+            if record is not None:
+                record[f"layer{i}/pre_norm"] = x
+            if norm_layer is not None:
+                x = norm_layer(x, training=training)
+                if record is not None:
+                    record[f"layer{i}/post_norm"] = x
+            x = self.activation(x)
+            if record is not None:
+                record[f"layer{i}/out"] = x
+        return self.head(x)
+
+
+class PolicyNetwork(Network):
+    """Network whose head parametrizes the action distribution."""
+
+    def __init__(
+        self,
+        normalizer,
+        action_space: gym.Space,
+        hidden_sizes=(64, 64),
+        activation="tanh",
+        norm="none",
+        seed=0,
+        log_std_init=0.0,
+        bn_momentum=0.99,
+    ):
+        check_action_space(action_space)
+        self.action_space = action_space
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        out_dim = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        super().__init__(
+            normalizer,
+            hidden_sizes,
+            activation,
+            norm,
+            out_dim,
+            out_gain=0.01,
+            seed=seed,
+            name="policy",
+            bn_momentum=bn_momentum,
+        )
+        if not self.discrete:
+            self.log_std = keras.Variable(
+                np.full([out_dim], log_std_init, np.float32), trainable=True, name="log_std"
+            )
+
+    def distribution(self, raw_obs, training: bool = False, record: dict | None = None):
+        out = self(raw_obs, training=training, record=record)
+        if self.discrete:
+            return Categorical(out)
+        return DiagGaussian(out, tf.convert_to_tensor(self.log_std))
+
+
+class ValueNetwork(Network):
+    """Network whose single output is V(s); `value` returns float32 [B]."""
+
+    def __init__(
+        self,
+        normalizer,
+        hidden_sizes=(64, 64),
+        activation="tanh",
+        norm="none",
+        seed=0,
+        bn_momentum=0.99,
+    ):
+        super().__init__(
+            normalizer,
+            hidden_sizes,
+            activation,
+            norm,
+            1,
+            out_gain=1.0,
+            seed=seed,
+            name="value",
+            bn_momentum=bn_momentum,
+        )
+
+    def value(self, raw_obs, training: bool = False, record: dict | None = None) -> tf.Tensor:
+        return tf.squeeze(self(raw_obs, training=training, record=record), axis=-1)
+
+
+def build_networks(config, observation_space: gym.Space, action_space: gym.Space):
+    """ONE normalizer and the two networks that share it, from a `Config`."""
+    normalizer = ObservationNormalizer(
+        observation_space, epsilon=config.obs_epsilon, clip=config.obs_clip, enabled=config.norm_obs
+    )
+    policy = PolicyNetwork(
+        normalizer,
+        action_space,
+        config.hidden_sizes,
+        config.activation,
+        config.policy_norm,
+        seed=config.seed * 1000,
+        log_std_init=config.log_std_init,
+        bn_momentum=config.bn_momentum,
+    )
+    value = ValueNetwork(
+        normalizer,
+        config.hidden_sizes,
+        config.activation,
+        config.value_norm,
+        seed=config.seed * 1000 + 500,
+        bn_momentum=config.bn_momentum,
+    )
+    return normalizer, policy, value

@@ -1,0 +1,181 @@
+"""The observation running normalizer: ONE instance, shared by the policy and the value network.
+
+State is float64 and held in non-trainable `tf.Variable`s, so `tf.train.Checkpoint` and
+SavedModel carry it (TF-Agents' habit). `update` merges a batch exactly with the parallel
+mean/variance formula (Chan, Golub & LeVeque 1979), so after any sequence of batches the
+mean and variance equal NumPy's over the concatenated data. A naive running update
+(E[x^2] - E[x]^2, or float32 state) drifts: the tests show both.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+UNSUPPORTED_SPACES = (
+    gym.spaces.Dict,
+    gym.spaces.Tuple,
+    gym.spaces.Text,
+    gym.spaces.Graph,
+    gym.spaces.Sequence,
+    gym.spaces.MultiDiscrete,
+)
+
+
+def check_observation_space(space: gym.Space) -> None:
+    """Raise a clear error for observation spaces the networks cannot read."""
+    if isinstance(space, UNSUPPORTED_SPACES):
+        raise ValueError(
+            f"Observation space {space} ({type(space).__name__}) is not supported: rlnorm's "
+            "networks read a flat vector. Wrap the environment with Gymnasium's "
+            "`gymnasium.wrappers.FlattenObservation` (for vector envs: "
+            "`gymnasium.wrappers.vector.FlattenObservation`), which flattens Dict/Tuple spaces "
+            "and one-hot encodes MultiDiscrete ones."
+        )
+    if not isinstance(space, gym.spaces.Box | gym.spaces.Discrete | gym.spaces.MultiBinary):
+        raise ValueError(
+            f"Observation space {type(space).__name__} is not supported; use Box, Discrete or "
+            "MultiBinary, or wrap the env with gymnasium.wrappers.FlattenObservation."
+        )
+
+
+def observation_dim(space: gym.Space) -> int:
+    """Length of the flat feature vector: one-hot size for Discrete, product of shape else."""
+    check_observation_space(space)
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    return int(np.prod(space.shape))
+
+
+class ObservationNormalizer(tf.Module):
+    """Running mean/variance of observation features, and the normalization that uses them.
+
+    Args:
+        observation_space: the env's single observation space (Box of any shape, Discrete
+            one-hot encoded, MultiBinary).
+        epsilon: added to the variance before the square root (> 0).
+        clip: normalized values are clipped to [-clip, clip] (> 0).
+        enabled: if False, `normalize` only encodes (flattens / one-hots) and casts; the
+            statistics are still tracked, for the diagnostics.
+
+    State (float64, non-trainable): `count` [], `mean` [obs_dim], `var` [obs_dim]
+    (population variance). `frozen` is a Python flag: a frozen normalizer ignores `update`;
+    evaluation and export freeze it.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        epsilon: float = 1e-8,
+        clip: float = 10.0,
+        enabled: bool = True,
+        name: str = "observation_normalizer",
+    ):
+        super().__init__(name=name)
+        if not epsilon > 0:
+            raise ValueError(f"obs_epsilon must be > 0, got {epsilon!r} (default 1e-8).")
+        if not clip > 0:
+            raise ValueError(f"obs_clip must be > 0, got {clip!r} (default 10).")
+        self.observation_space = observation_space
+        self.obs_dim = observation_dim(observation_space)
+        self.one_hot = isinstance(observation_space, gym.spaces.Discrete)
+        self.epsilon = float(epsilon)
+        self.clip = float(clip)
+        self.enabled = bool(enabled)
+        self.frozen = False
+        self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="count")
+        self.mean = tf.Variable(tf.zeros([self.obs_dim], tf.float64), trainable=False, name="mean")
+        self.var = tf.Variable(tf.ones([self.obs_dim], tf.float64), trainable=False, name="var")
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(self, raw_obs) -> tf.Tensor:
+        """Raw observations [B, *obs_shape] (or [B] ints for Discrete) -> float64 [B, obs_dim]."""
+        if self.one_hot:
+            idx = tf.cast(tf.reshape(raw_obs, [-1]), tf.int32) - int(self.observation_space.start)
+            return tf.one_hot(idx, self.obs_dim, dtype=tf.float64)
+        x = tf.cast(raw_obs, tf.float64)
+        return tf.reshape(x, [-1, self.obs_dim])
+
+    # -- statistics -------------------------------------------------------------------------
+    def update(self, raw_obs) -> None:
+        """Merge a batch of raw observations [B, *obs_shape] into the running statistics.
+
+        Exact parallel merge of (count_a, mean_a, M2_a) with the batch's (n, mean_b, M2_b):
+            delta = mean_b - mean_a,  N = count_a + n
+            mean  = mean_a + delta * n / N
+            M2    = M2_a + M2_b + delta^2 * count_a * n / N
+        The batch's own moments are two-pass in float64, so no E[x^2] - E[x]^2 cancellation.
+        """
+        if self.frozen:
+            return
+        x = self.encode(raw_obs)
+        n = tf.cast(tf.shape(x)[0], tf.float64)
+        batch_mean = tf.reduce_mean(x, axis=0)
+        batch_m2 = tf.reduce_sum(tf.square(x - batch_mean), axis=0)
+        count = self.count
+        total = count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * (n / total)
+        m2 = self.var * count + batch_m2 + tf.square(delta) * (count * n / total)
+        self.mean.assign(new_mean)
+        self.var.assign(m2 / total)
+        self.count.assign(total)
+
+    def set_state(self, count: float, mean, var) -> None:
+        """Set the statistics directly (tests, and importing SB3 VecNormalize stats)."""
+        self.count.assign(float(count))
+        self.mean.assign(np.asarray(mean, np.float64).reshape(self.obs_dim))
+        self.var.assign(np.asarray(var, np.float64).reshape(self.obs_dim))
+
+    # -- normalization ------------------------------------------------------------------------
+    def normalize(self, raw_obs) -> tf.Tensor:
+        """float32 [B, obs_dim] = clip((x - mean) / sqrt(var + epsilon), -clip, clip).
+
+        A constant feature (var 0) gives (x - mean) / sqrt(epsilon) = 0 for x == mean and a
+        clipped finite value otherwise: never inf or NaN. Observations of magnitude 1e9 stay
+        finite because the arithmetic is float64 and the result is clipped before the cast.
+        """
+        x = self.encode(raw_obs)
+        if not self.enabled:
+            return tf.cast(x, tf.float32)
+        z = (x - self.mean) * tf.math.rsqrt(self.var + self.epsilon)
+        return tf.cast(tf.clip_by_value(z, -self.clip, self.clip), tf.float32)
+
+    __call__ = normalize
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"count": self.count.numpy(), "mean": self.mean.numpy(), "var": self.var.numpy()}
+
+
+class RewardScaler(tf.Module):
+    """Divides rewards by the running std of the discounted return, then clips (SB3
+    VecNormalize's `norm_reward`; Engstrom et al. 2020 "Implementation Matters").
+
+    Hand-written rather than Gymnasium's `NormalizeReward` because that wrapper keeps its
+    statistics in a Python object outside any checkpoint (resume would lose them) and resets its
+    discounted return only on termination. Here the statistics are an `ObservationNormalizer`
+    over the 1-D return (exact float64 merge, checkpointed) and the per-env discounted return
+    resets on every episode end. Statistics update once per rollout, from all its returns.
+    """
+
+    def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__(name="reward_scaler")
+        self.gamma = float(gamma)
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+        self.return_stats = ObservationNormalizer(
+            gym.spaces.Box(-np.inf, np.inf, (1,), np.float64), epsilon=epsilon, clip=clip
+        )
+        self.discounted_return = np.zeros(n_envs, np.float64)
+
+    def scale_rollout(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """rewards float [T, B], dones bool [T, B] -> scaled float32 [T, B]."""
+        returns = np.empty_like(rewards, dtype=np.float64)
+        for t in range(rewards.shape[0]):
+            self.discounted_return = self.discounted_return * self.gamma + rewards[t]
+            returns[t] = self.discounted_return
+            self.discounted_return[dones[t]] = 0.0
+        self.return_stats.update(returns.reshape(-1, 1))
+        std = np.sqrt(self.return_stats.var.numpy()[0] + self.epsilon)
+        return np.clip(rewards / std, -self.clip, self.clip).astype(np.float32)

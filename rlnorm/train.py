@@ -1,0 +1,262 @@
+"""The A2C training loop. Reads top to bottom, one named call per step:
+
+    rollout -> targets -> train_step -> normalizer update -> logging -> checkpoint
+
+The order is the point. Acting, the bootstrap values and the gradient step all use the SAME
+normalizer statistics, so with norm=none the log-probabilities recomputed in `train_step`
+equal those at acting time; the normalizer then absorbs the rollout's raw observations, once,
+after the gradient step. Updating it before the step would change the inputs under the
+stored log-probs and values.
+"""
+
+from __future__ import annotations
+
+import signal
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rlnorm import config as config_lib
+from rlnorm.agent import A2CAgent
+from rlnorm.checkpoint import Checkpointer, atomic_write_text
+from rlnorm.diagnostics import ScaleDiagnostics
+from rlnorm.envs import autoreset_mode_of, make_vec_env
+from rlnorm.logger import RunLogger
+from rlnorm.normalizer import RewardScaler
+from rlnorm.returns import compute_gae, next_state_values
+from rlnorm.rollout import RolloutCollector
+from rlnorm.run_dir import checkpoint_dir, load_run_config, new_run_dir
+
+# Fields that define the networks' and spaces' shapes: a resume must not change them.
+SHAPE_FIELDS = (
+    "env_id",
+    "hidden_sizes",
+    "activation",
+    "policy_norm",
+    "value_norm",
+    "n_envs",
+    "n_steps",
+    "norm_reward",
+    "optimizer",
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or gradient became NaN/Inf; the last good checkpoint and a scale dump were saved."""
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed + config + machine -> same numbers (TF op determinism, Python/NumPy/TF seeds)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+@contextmanager
+def stop_on_signal():
+    """SIGINT / SIGTERM ask the loop to stop after the current update (and save)."""
+    flag = {"stop": False, "signal": None}
+
+    def handler(signum, _frame):
+        if flag["stop"]:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        flag["stop"], flag["signal"] = True, signal.Signals(signum).name
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread: no signal handling
+        previous = {}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+    """[T, B, ...] -> [T * B, ...]."""
+    return x.reshape(-1, *x.shape[2:])
+
+
+def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bool = False) -> dict:
+    """Train A2C as `config` says; returns the run summary (also written to summary.json)."""
+    if resume is not None:
+        config = resume_config(resume, config)
+        run_dir = Path(resume)
+    else:
+        config = config_lib.validate(config)
+        run_dir = new_run_dir(config)
+        atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
+    seed_everything(config.seed)
+
+    envs = make_vec_env(
+        config.env_id, config.n_envs, config.seed, config.vectorization_mode, config.autoreset_mode
+    )
+    agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+    reward_scaler = (
+        RewardScaler(config.n_envs, config.gamma, config.reward_clip)
+        if config.norm_reward
+        else None
+    )
+    checkpointer = Checkpointer(
+        checkpoint_dir(run_dir), agent, reward_scaler, config.keep_checkpoints
+    )
+    step, trainer_state = checkpointer.restore() if resume is not None else (0, {})
+    logger = RunLogger(run_dir, config, step, quiet, trainer_state)
+    diagnostics = ScaleDiagnostics(agent, logger.writer, config) if config.diagnostics else None
+    # Resumed runs get fresh env seeds derived from the step, so they do not replay episodes.
+    collector = RolloutCollector(
+        envs,
+        agent,
+        config.n_steps,
+        autoreset_mode_of(envs),
+        config.nonfinite,
+        seed=config.seed + step,
+    )
+    steps_per_update = config.n_steps * config.n_envs
+    next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
+    metrics: dict = {}
+    stopped_by = None
+
+    with stop_on_signal() as interrupt:
+        while step < config.total_steps and not interrupt["stop"]:
+            # 1. Rollout: act in inference mode (BatchNorm: moving statistics); RAW obs stored.
+            rollout = collector.collect(step, logger.record_episodes)
+            step += steps_per_update
+
+            # 2. Targets: GAE(lambda); V(final obs) on truncation, 0 on termination.
+            rewards = rollout.rewards
+            if reward_scaler is not None:
+                rewards = reward_scaler.scale_rollout(rewards, rollout.dones())
+            next_values = next_state_values(
+                rollout.values, rollout.last_values, rollout.truncated, rollout.final_values
+            )
+            advantages, returns = compute_gae(
+                rewards,
+                rollout.values,
+                next_values,
+                rollout.terminated,
+                rollout.dones(),
+                config.gamma,
+                config.gae_lambda,
+            )
+
+            # 3. Gradient step (training=True), with the normalizer statistics that acted.
+            batch = (
+                flatten(rollout.obs),
+                flatten(rollout.actions),
+                flatten(advantages),
+                flatten(returns),
+                flatten(rollout.valid),
+            )
+            diagnose = diagnostics is not None and diagnostics.due(step)
+            if diagnose:  # its own compiled pass on the same batch, before the weights move
+                diagnostics.before_update(step, *batch)
+            metrics = agent.train_step(*batch)
+            if diagnose:
+                diagnostics.after_update(step, metrics)
+            if not bool(metrics["update_applied"]):  # NaN/Inf loss or gradient: update skipped
+                raise_nonfinite_loss(
+                    run_dir, checkpointer, step, metrics, rollout, advantages, returns
+                )
+
+            # 4. Normalizer: once per rollout, after the step, from the rollout's raw obs.
+            agent.normalizer.update(rollout.obs[rollout.valid > 0])
+
+            # 5. Logging.
+            logger.log_update(step, metrics)
+            solved = logger.target_reached(step)
+
+            # 6. Checkpoint (the previous one stays loadable until this one is complete).
+            if step >= next_checkpoint:
+                checkpointer.save(step, logger.state())
+                next_checkpoint += config.checkpoint_every
+            if solved:
+                stopped_by = "target_return"
+                break
+        if interrupt["stop"]:
+            stopped_by = interrupt["signal"]
+            warnings.warn(
+                f"{stopped_by} received: saved a checkpoint at step {step}; continue "
+                f"with `rlnorm train --resume {run_dir}`.",
+                stacklevel=1,
+            )
+
+    logger.log_update(step, metrics, force=True)
+    checkpointer.save(step, logger.state())
+    summary = logger.summary(
+        step,
+        config.agent,
+        {
+            "run_dir": str(run_dir),
+            "stopped_by": stopped_by or "total_steps",
+            "trace_counts": agent.trace_counts(),
+            "dropped_steps": collector.n_dropped,
+        },
+    )
+    logger.write_summary(summary)
+    logger.close()
+    envs.close()
+    return summary
+
+
+def resume_config(run_dir: str | Path, requested: config_lib.Config | None) -> config_lib.Config:
+    """The run's saved config, with only the overrides that do not change shapes."""
+    saved = load_run_config(run_dir)
+    if tf.train.latest_checkpoint(str(checkpoint_dir(run_dir))) is None:
+        raise FileNotFoundError(f"Cannot resume {str(run_dir)!r}: it has no checkpoint.")
+    if requested is None:
+        return saved
+    default = config_lib.Config()
+    changed = {
+        k: v
+        for k, v in requested.to_dict().items()
+        if v != default.to_dict()[k] and v != saved.to_dict()[k] and k != "run_dir"
+    }
+    bad = {k: (saved.to_dict()[k], changed[k]) for k in changed if k in SHAPE_FIELDS}
+    if bad:
+        detail = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in bad.items())
+        raise config_lib.ConfigError(
+            f"Cannot resume {str(run_dir)!r} with a config that changes network shapes or "
+            f"spaces ({detail}). Start a new run instead."
+        )
+    return config_lib.validate(saved.replace(**changed)) if changed else saved
+
+
+def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, rollout, advantages, returns):
+    """Stop on a NaN/Inf loss: save the last good weights, dump the batch's scales, raise."""
+    import json
+
+    def stats(x):
+        x = np.asarray(x, np.float64)
+        finite = x[np.isfinite(x)]
+        return {
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "nonfinite": int((~np.isfinite(x)).sum()),
+        }
+
+    checkpointer.save(step, None)  # the weights are the last good ones (update skipped)
+    dump = {
+        "env_step": step,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "observations": stats(rollout.obs),
+        "rewards": stats(rollout.rewards),
+        "values": stats(rollout.values),
+        "advantages": stats(advantages),
+        "returns": stats(returns),
+        "last_good_checkpoint": checkpointer.latest,
+    }
+    path = Path(run_dir) / "nonfinite_loss.json"
+    atomic_write_text(path, json.dumps(dump, indent=1))
+    raise NonFiniteLossError(
+        f"Non-finite loss at env step {step} (policy {dump['metrics']['policy_loss']}, value "
+        f"{dump['metrics']['value_loss']}). Scales of the batch written to {path}; last good "
+        f"checkpoint: {checkpointer.latest}. Lower learning_rate or max_grad_norm, or check "
+        "observations/rewards for extreme values."
+    )
