@@ -1,7 +1,7 @@
 """The A2C agent: the shared normalizer, the two networks, their optimizers, and the compiled
-hot paths (`act`, `value`, `train_step`).
+hot paths (`act`, `predict_value`, `train_step`, `update_normalizer`).
 
-`tf.function` is applied in ONE place, `A2CAgent._compile`, with fixed input signatures so
+`tf.function` is applied in ONE place, `compile_function`, with fixed input signatures so
 nothing retraces (a new batch size, a float64 input or a Python float argument would each
 cost a 0.5-1.4 s retrace). `compile="eager"` runs everything eagerly for debugging.
 """
@@ -57,6 +57,16 @@ def action_spec(space: gym.Space) -> tf.TensorSpec:
     if isinstance(space, gym.spaces.Discrete):
         return tf.TensorSpec([None], tf.int32, name="action")
     return tf.TensorSpec([None, *space.shape], tf.float32, name="action")
+
+
+def compile_function(fn, input_signature, mode: str, jit: bool | None = None):
+    """THE place rlnorm applies `tf.function`: fixed signature, XLA when mode == "xla",
+    untouched when mode == "eager" (debugging)."""
+    if mode == "eager":
+        return fn
+    return tf.function(
+        fn, input_signature=input_signature, jit_compile=(mode == "xla") if jit is None else jit
+    )
 
 
 class A2CAgent(tf.Module):
@@ -152,29 +162,27 @@ class A2CAgent(tf.Module):
 
     # -- the one place tf.function is applied ------------------------------------------------
     def _compile(self, mode: str) -> None:
-        if mode == "eager":
-            self.act = self._act
-            self.act_deterministic = self._act_deterministic
-            self.predict_value = self._predict_value
-            self.train_step = self._train_step
-            return
-        jit = mode == "xla"
         obs, act = self.obs_spec, self.action_spec
         vec = tf.TensorSpec([None], tf.float32)
-        self.act = tf.function(self._act, input_signature=[obs], jit_compile=jit)
-        self.act_deterministic = tf.function(
-            self._act_deterministic, input_signature=[obs], jit_compile=jit
-        )
-        self.predict_value = tf.function(
-            self._predict_value, input_signature=[obs], jit_compile=jit
-        )
-        self.train_step = tf.function(
-            self._train_step, input_signature=[obs, act, vec, vec, vec], jit_compile=jit
-        )
+        self.act = compile_function(self._act, [obs], mode)
+        self.act_deterministic = compile_function(self._act_deterministic, [obs], mode)
+        self.predict_value = compile_function(self._predict_value, [obs], mode)
+        self.train_step = compile_function(self._train_step, [obs, act, vec, vec, vec], mode)
+        self._merge_normalizer = compile_function(self.normalizer.merge, [obs], mode, jit=False)
+
+    def update_normalizer(self, raw_obs) -> None:
+        """Merge raw observations into the shared normalizer, unless it is frozen."""
+        if not self.normalizer.frozen:  # checked in Python: a traced graph would bake it in
+            self._merge_normalizer(raw_obs)
 
     def trace_counts(self) -> dict[str, int]:
         """How many times each compiled function was traced (1 each after warm-up)."""
-        fns = {"act": self.act, "predict_value": self.predict_value, "train_step": self.train_step}
+        fns = {
+            "act": self.act,
+            "predict_value": self.predict_value,
+            "train_step": self.train_step,
+            "update_normalizer": self._merge_normalizer,
+        }
         return {
             k: int(f.experimental_get_tracing_count())
             for k, f in fns.items()

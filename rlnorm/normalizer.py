@@ -107,8 +107,11 @@ class ObservationNormalizer(tf.Module):
             M2    = M2_a + M2_b + delta^2 * count_a * n / N
         The batch's own moments are two-pass in float64, so no E[x^2] - E[x]^2 cancellation.
         """
-        if self.frozen:
-            return
+        if not self.frozen:
+            self.merge(raw_obs)
+
+    def merge(self, raw_obs) -> None:
+        """The merge itself, regardless of `frozen` (compiled by the agent; see `update`)."""
         x = self.encode(raw_obs)
         n = tf.cast(tf.shape(x)[0], tf.float64)
         batch_mean = tf.reduce_mean(x, axis=0)
@@ -118,8 +121,10 @@ class ObservationNormalizer(tf.Module):
         delta = batch_mean - self.mean
         new_mean = self.mean + delta * (n / total)
         m2 = self.var * count + batch_m2 + tf.square(delta) * (count * n / total)
-        self.mean.assign(new_mean)
-        self.var.assign(m2 / total)
+        # An empty batch (every step of a rollout dropped) must change nothing: its mean is
+        # 0/0 = NaN, which would poison the statistics for good.
+        self.mean.assign(tf.where(n > 0, new_mean, self.mean))
+        self.var.assign(tf.where(n > 0, m2 / total, self.var))
         self.count.assign(total)
 
     def set_state(self, count: float, mean, var) -> None:

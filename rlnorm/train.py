@@ -11,6 +11,7 @@ stored log-probs and values.
 
 from __future__ import annotations
 
+import resource
 import signal
 import warnings
 from contextlib import contextmanager
@@ -166,7 +167,7 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
                 )
 
             # 4. Normalizer: once per rollout, after the step, from the rollout's raw obs.
-            agent.normalizer.update(rollout.obs[rollout.valid > 0])
+            agent.update_normalizer(rollout.obs[rollout.valid > 0])
 
             # 5. Logging.
             logger.log_update(step, metrics)
@@ -197,6 +198,8 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
             "stopped_by": stopped_by or "total_steps",
             "trace_counts": agent.trace_counts(),
             "dropped_steps": collector.n_dropped,
+            "first_env_step_time": collector.first_step_time,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         },
     )
     logger.write_summary(summary)

@@ -1,0 +1,195 @@
+"""Throughput harness (issue #6): training steps/s against the random-action env ceiling.
+
+Everything is measured in ONE process and one sitting, so the ratios survive a noisy machine:
+
+    python benchmarks/throughput.py                      # default recipe, norms none/layer/batch
+    python benchmarks/throughput.py --cpu 0 --threads 1  # pinned to core 0, single-threaded TF
+    python benchmarks/throughput.py --steps 100000 --norms none --json out.json
+
+Prints JSON: the ceiling (SyncVectorEnv(8) CartPole-v1 with random actions, steps/s), rlnorm
+A2C training steps/s for each norm with diagnostics off and at the default cadence, each as a
+ratio of the ceiling, median act / train-step latency, trace counts, peak RSS, and the time
+from `rlnorm train` start to the first env step (a subprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--steps", type=int, default=100_000, help="env steps per training run")
+    p.add_argument("--norms", default="none,layer,batch", help="comma-separated norms")
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
+    p.add_argument(
+        "--threads", type=int, default=1, help="TF intra/inter-op threads (0: TF default)"
+    )
+    p.add_argument(
+        "--vectorization-mode",
+        default=None,
+        help="override the recipe's vectorization_mode for training",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, report median")
+    p.add_argument("--no-startup", action="store_true", help="skip the startup subprocess")
+    p.add_argument("--json", default=None, help="also write the result here")
+    return p.parse_args()
+
+
+def ceiling_steps_per_second(n_envs: int = 8, steps: int = 40_000, seed: int = 0) -> float:
+    """Gymnasium SyncVectorEnv(8) CartPole-v1 stepping random actions (the issue's ceiling)."""
+    import gymnasium as gym
+    import numpy as np
+
+    envs = gym.make_vec("CartPole-v1", num_envs=n_envs, vectorization_mode="sync")
+    envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, 2, size=(steps // n_envs + 1, n_envs))
+    t = time.perf_counter()
+    for a in actions:
+        envs.step(a)
+    elapsed = time.perf_counter() - t
+    envs.close()
+    return len(actions) * n_envs / elapsed
+
+
+def latencies(config, calls: int = 300) -> dict:
+    """Median latency of one act call (8 obs) and one train_step (n_steps x n_envs)."""
+    import numpy as np
+
+    from rlnorm.agent import A2CAgent
+    from rlnorm.envs import make_vec_env
+
+    envs = make_vec_env(config.env_id, config.n_envs, 0)
+    agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+    obs, _ = envs.reset(seed=0)
+    n = config.n_envs * config.n_steps
+    batch = (
+        np.repeat(obs, config.n_steps, 0),
+        np.zeros(n, np.int32),
+        np.ones(n, np.float32),
+        np.ones(n, np.float32),
+        np.ones(n, np.float32),
+    )
+
+    def median_us(fn):
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e6
+
+    return {
+        "act_us": median_us(lambda: agent.act(obs)[0].numpy()),
+        "train_step_us": median_us(lambda: agent.train_step(*batch)["policy_loss"].numpy()),
+    }
+
+
+def train_steps_per_second(config) -> dict:
+    from rlnorm.train import train
+
+    with tempfile.TemporaryDirectory() as d:
+        summary = train(config.replace(run_dir=d), quiet=True)
+    return {
+        "steps_per_second": summary["steps_per_second"],
+        "trace_counts": summary["trace_counts"],
+        "mean_return_last_100": summary["mean_return_last_100"],
+    }
+
+
+def startup_seconds(agents_dir: Path) -> float:
+    """Wall time from launching `python agents/cartpole.py` to its first env step."""
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.time()
+        subprocess.run(
+            [
+                sys.executable,
+                str(agents_dir / "cartpole.py"),
+                "--quiet",
+                "--total-steps",
+                "40",
+                "--run-dir",
+                d,
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        first = json.loads((Path(d) / "summary.json").read_text())["first_env_step_time"]
+    return first - t0
+
+
+def main() -> None:
+    args = parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "agents"))
+    from cartpole import CONFIG  # the default recipe
+
+    base = CONFIG.replace(total_steps=args.steps, target_return=None)
+    if args.vectorization_mode:
+        base = base.replace(vectorization_mode=args.vectorization_mode)
+    med = statistics.median
+    result: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "pinned_cpu": args.cpu,
+            "tf_threads": args.threads,
+            "tf": tf.__version__,
+        },
+        "steps_per_run": args.steps,
+        "vectorization_mode": base.vectorization_mode,
+    }
+    ceilings = [ceiling_steps_per_second() for _ in range(args.repeats)]
+    result["ceiling_sync8_random_steps_per_second"] = med(ceilings)
+    result["latency"] = latencies(base)
+    runs = {}
+    for norm in args.norms.split(","):
+        for diag in (False, True):
+            cfg = base.replace(policy_norm=norm, value_norm=norm, diagnostics=diag)
+            reps = [train_steps_per_second(cfg) for _ in range(args.repeats)]
+            sps = med(r["steps_per_second"] for r in reps)
+            runs[f"{norm}/diagnostics_{'on' if diag else 'off'}"] = {
+                "steps_per_second": sps,
+                "ratio_to_ceiling": sps / result["ceiling_sync8_random_steps_per_second"],
+                "trace_counts": reps[-1]["trace_counts"],
+                "mean_return_last_100": reps[-1]["mean_return_last_100"],
+            }
+    result["train"] = runs
+    if "none/diagnostics_off" in runs and "none/diagnostics_on" in runs:
+        off, on = runs["none/diagnostics_off"], runs["none/diagnostics_on"]
+        result["diagnostics_overhead_pct"] = 100 * (
+            1 - on["steps_per_second"] / off["steps_per_second"]
+        )
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not args.no_startup:
+        result["startup_to_first_env_step_s"] = startup_seconds(root / "agents")
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
