@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from rlnorm.losses import a2c_loss, explained_variance
+from rlnorm.losses import a2c_loss, explained_variance, masked_mean
 from rlnorm.networks import build_networks
 
 
@@ -156,7 +156,7 @@ class A2CAgent(tf.Module):
             policy_grad_norm=policy_grad_norm,
             value_grad_norm=value_grad_norm,
             explained_variance=explained_variance(values, returns, valid),
-            log_prob=tf.reduce_mean(log_prob),
+            log_prob=masked_mean(log_prob, valid),
         )
         return metrics
 

@@ -22,6 +22,9 @@ def next_state_values(values, last_values, truncated, final_values):
     values: [T, B] V(s_t) at acting time; last_values: [B] V(obs after the rollout);
     truncated: bool [T, B]; final_values: [T, B] V(final obs), read only where truncated.
     """
+    if tf.is_tensor(values):  # TF path: also traces inside tf.function
+        nxt = tf.concat([values[1:], last_values[None]], axis=0)
+        return tf.where(tf.cast(truncated, tf.bool), final_values, nxt)
     nxt = np.concatenate([values[1:], last_values[None]], axis=0)
     return np.where(truncated, final_values, nxt)
 
