@@ -117,10 +117,11 @@ class A2CAgent(tf.Module):
         policy_vars = self.policy.trainable_weights
         value_vars = self.value.trainable_weights
         with tf.GradientTape() as tape:
-            dist = self.policy.distribution(obs, training=True)
+            mask = valid > 0
+            dist = self.policy.distribution(obs, training=True, mask=mask)
             log_prob = dist.log_prob(actions)
             entropy = dist.entropy()
-            values = self.value.value(obs, training=True)
+            values = self.value.value(obs, training=True, mask=mask)
             losses = a2c_loss(
                 log_prob,
                 entropy,

@@ -123,11 +123,14 @@ class Network(tf.Module):
     def non_trainable_weights(self) -> list:
         return [w for layer in self.keras_layers for w in layer.non_trainable_weights]
 
-    def __call__(self, raw_obs, training: bool = False, record: dict | None = None) -> tf.Tensor:
+    def __call__(
+        self, raw_obs, training: bool = False, record: dict | None = None, mask=None
+    ) -> tf.Tensor:
         """Forward pass. `training` selects BatchNorm's batch statistics (the update) or moving
         statistics (acting, bootstrapping, evaluation). If `record` is a dict, it is filled with
         the hidden activations (`layer{i}/pre_norm`, `layer{i}/post_norm`, `layer{i}/out`) and the
-        normalized input, for the diagnostics (no cost when None)."""
+        normalized input, for the diagnostics (no cost when None). `mask` (bool [B]) keeps
+        masked rows out of plain BatchNorm's batch statistics in training mode."""
         x = self.normalizer.normalize(raw_obs)
         if record is not None:
             record["input"] = x
@@ -137,7 +140,11 @@ class Network(tf.Module):
             x = dense(x)
             if record is not None:
                 record[f"layer{i}/pre_norm"] = x
-            if norm_layer is not None:
+            if isinstance(norm_layer, keras.layers.BatchNormalization) and mask is not None:
+                # Masked steps (NEXT_STEP reset steps, dropped steps) stay out of the batch
+                # statistics and the moving averages.
+                x = norm_layer(x, training=training, mask=mask)
+            elif norm_layer is not None:
                 x = norm_layer(x, training=training)
                 if record is not None:
                     record[f"layer{i}/post_norm"] = x
@@ -181,8 +188,8 @@ class PolicyNetwork(Network):
                 np.full([out_dim], log_std_init, np.float32), trainable=True, name="log_std"
             )
 
-    def distribution(self, raw_obs, training: bool = False, record: dict | None = None):
-        out = self(raw_obs, training=training, record=record)
+    def distribution(self, raw_obs, training: bool = False, record: dict | None = None, mask=None):
+        out = self(raw_obs, training=training, record=record, mask=mask)
         if self.discrete:
             return Categorical(out)
         return DiagGaussian(out, tf.convert_to_tensor(self.log_std))
@@ -212,8 +219,10 @@ class ValueNetwork(Network):
             bn_momentum=bn_momentum,
         )
 
-    def value(self, raw_obs, training: bool = False, record: dict | None = None) -> tf.Tensor:
-        return tf.squeeze(self(raw_obs, training=training, record=record), axis=-1)
+    def value(
+        self, raw_obs, training: bool = False, record: dict | None = None, mask=None
+    ) -> tf.Tensor:
+        return tf.squeeze(self(raw_obs, training=training, record=record, mask=mask), axis=-1)
 
 
 def build_networks(config, observation_space: gym.Space, action_space: gym.Space):

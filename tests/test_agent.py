@@ -222,3 +222,30 @@ def test_torch_rmsprop_matches_pytorch_formula_over_three_steps():
     for g in grads:
         keras_opt.apply([g], [keras_var])
     assert not np.allclose(keras_var.numpy(), w, rtol=1e-5, atol=1e-7)
+
+
+def test_masked_steps_stay_out_of_batchnorm_statistics():
+    """A masked row (NEXT_STEP reset step, dropped step) must not move BatchNorm's moving
+    statistics: an extreme value in it changes nothing, while the same value in a valid row
+    does (so the check can fail)."""
+
+    def moving_mean_after_step(extreme: float, masked: bool) -> np.ndarray:
+        agent = A2CAgent(
+            Config(policy_norm="batch", value_norm="batch"),
+            gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            gym.spaces.Discrete(2),
+        )
+        obs = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+        obs[3] = extreme
+        valid = np.ones(10, np.float32)
+        if masked:
+            valid[3] = 0.0
+        agent.train_step(obs, np.zeros(10, np.int32), valid, valid, valid)
+        return agent.policy.norm_layers[0].moving_mean.numpy()
+
+    np.testing.assert_array_equal(
+        moving_mean_after_step(0.0, True), moving_mean_after_step(1e3, True)
+    )
+    assert (
+        np.abs(moving_mean_after_step(0.0, False) - moving_mean_after_step(1e3, False)).max() > 1e-3
+    )
