@@ -3,7 +3,7 @@
 Wrapper order matters: `RecordEpisodeStatistics` wraps the raw env, so episode returns and
 lengths are the env's own rewards, before any reward scaling (which rlnorm does on the stored
 rollout, see `normalizer.RewardScaler`). Box actions are clipped to the space at the env
-boundary by Gymnasium's `ClipAction`, while the rollout stores the unclipped sample.
+boundary by `ClipBoxAction`, while the rollout stores the unclipped sample.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import difflib
 import importlib
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rlnorm.networks import check_action_space
@@ -33,11 +34,12 @@ def resolve_env_id(env_id: str) -> str:
         module, name = env_id.split(":", 1)
         try:
             importlib.import_module(module)
-        except ImportError as e:
+        except Exception as e:  # ImportError, or the module itself failing (SyntaxError, ...)
             raise EnvError(
-                f"Environment id {env_id!r}: module {module!r} could not be imported ({e}). "
-                "Install it or fix the module path in `module:EnvName-vN`."
-            ) from None
+                f"Environment id {env_id!r}: module {module!r} could not be imported "
+                f"({type(e).__name__}: {e}). Install it or fix the module path in "
+                "`module:EnvName-vN`."
+            ) from e
     if name not in gym.registry:
         close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -67,18 +69,38 @@ def make_vec_env(
     kwargs = {}
     if vectorization_mode != "vector_entry_point":
         kwargs["vector_kwargs"] = {"autoreset_mode": AUTORESET[autoreset_mode]}
-    envs = gym.make_vec(name, num_envs=n_envs, vectorization_mode=vectorization_mode, **kwargs)
+    try:
+        envs = gym.make_vec(name, num_envs=n_envs, vectorization_mode=vectorization_mode, **kwargs)
+    except gym.error.DependencyNotInstalled as e:  # e.g. MuJoCo envs without the extra
+        raise EnvError(f"Environment {env_id!r} needs an optional dependency: {e}") from None
     check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
-        envs = gym.wrappers.vector.ClipAction(envs)
+        envs = ClipBoxAction(envs)
     if seed is not None:
         envs.action_space.seed(seed)
     return envs
 
 
+class ClipBoxAction(gym.vector.VectorActionWrapper):
+    """Clips Box actions to the space at the env boundary. Unlike Gymnasium's `ClipAction`,
+    which declares an unbounded Box, it keeps reporting the env's own bounds, so the agent
+    built from `single_action_space` (and the SavedModel exported from it) knows them."""
+
+    def actions(self, actions):
+        space = self.env.action_space
+        return np.clip(actions, space.low, space.high)
+
+
 def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str = "") -> None:
     where = f"Environment {env_id!r}: " if env_id else ""
+    if isinstance(observation_space, gym.spaces.Graph | gym.spaces.Sequence):
+        raise EnvError(
+            f"{where}Observation space {observation_space} ({type(observation_space).__name__}) "
+            "is not supported: its size varies from step to step, so neither rlnorm's networks "
+            "nor `gymnasium.wrappers.FlattenObservation` can read it. Fix: an ObservationWrapper "
+            "that encodes it as a fixed-size Box (e.g. padded to a maximum length)."
+        )
     try:
         check_observation_space(observation_space)
         check_action_space(action_space)

@@ -49,19 +49,20 @@ def evaluate(
     returns, lengths = [], []
     obs, _ = envs.reset(seed=seed)
     act = agent.act_deterministic if deterministic else (lambda o: agent.act(o)[0])
-    while len(returns) < episodes:
+    # A fixed number of episodes per env (SB3's evaluate_policy): taking the first `episodes`
+    # to finish, whichever env they come from, would over-sample short episodes.
+    n = envs.num_envs
+    targets = np.array([(episodes + i) // n for i in range(n)])
+    counts = np.zeros(n, int)
+    while (counts < targets).any():
         action = act(obs).numpy()
         obs, _, _, _, info = envs.step(action)
         if "_episode" in info:
-            for r, n in zip(
-                info["episode"]["r"][info["_episode"]],
-                info["episode"]["l"][info["_episode"]],
-                strict=True,
-            ):
-                returns.append(float(r))
-                lengths.append(int(n))
+            for i in np.flatnonzero(info["_episode"] & (counts < targets)):
+                returns.append(float(info["episode"]["r"][i]))
+                lengths.append(int(info["episode"]["l"][i]))
+                counts[i] += 1
     envs.close()
-    returns, lengths = returns[:episodes], lengths[:episodes]
     result = {
         "run_dir": str(run_dir),
         "checkpoint": ckpt,
@@ -90,4 +91,6 @@ def variables_snapshot(agent) -> dict[str, np.ndarray]:
         agent.normalizer.mean,
         agent.normalizer.var,
     ]
-    return {f"{i}:{getattr(v, 'path', v.name)}": np.array(v) for i, v in enumerate(variables)}
+    return {
+        f"{i}:{getattr(v, 'path', v.name)}": np.array(v.numpy()) for i, v in enumerate(variables)
+    }

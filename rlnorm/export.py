@@ -28,6 +28,9 @@ class ExportedPolicy(tf.Module):
             self.low = tf.constant(np.asarray(space.low, np.float32))
             self.high = tf.constant(np.asarray(space.high, np.float32))
         spec = agent.obs_spec
+        # Its own generator, saved with the module: the global one is not tracked by the
+        # SavedModel, and cannot even be created once op determinism is on (train() turns it on).
+        self.rng = tf.random.Generator.from_seed(0)
 
         @tf.function(input_signature=[spec])
         def serve(observation):
@@ -38,7 +41,7 @@ class ExportedPolicy(tf.Module):
         @tf.function(input_signature=[spec])
         def sample(observation):
             dist = self.policy.distribution(observation, training=False)
-            return {"action": self._clip(dist.sample(tf.random.get_global_generator()))}
+            return {"action": self._clip(dist.sample(self.rng))}
 
         self.serve, self.sample = serve, sample
 

@@ -50,6 +50,7 @@ class RunLogger:
         self.recent_lengths = collections.deque(state.get("recent_lengths", []), maxlen=100)
         self.episodes = int(state.get("episodes", 0))
         self.best_mean = state.get("best_mean_return_last_100")
+        self.best_full = bool(state.get("best_mean_full", self.episodes >= 100))
         self.return_curve = [list(p) for p in state.get("return_curve", [])]
         self.steps_to_target = state.get("steps_to_target")
         self._new_returns: list[float] = []
@@ -102,7 +103,10 @@ class RunLogger:
         """Every `log_every` env steps (or when forced): scalars, curve point, progress bar."""
         if self.pbar is not None:
             self.pbar.update(step - self.pbar.n)
-        if not force and step - self.last_log_step < self.config.log_every:
+        due = step - self.last_log_step >= self.config.log_every
+        # A forced log at a step already logged would repeat every scalar and write a
+        # steps_per_second of 0 (no steps since the last point).
+        if not due and not (force and step > self.last_log_step):
             return
         now = time.perf_counter()
         sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
@@ -110,8 +114,11 @@ class RunLogger:
         mean = self.mean_return
         if mean is not None:
             self.return_curve.append([step, mean])
-            if len(self.recent_returns) >= 100 or self.best_mean is None:
-                self.best_mean = mean if self.best_mean is None else max(self.best_mean, mean)
+            if len(self.recent_returns) >= 100:  # the best over full 100-episode windows
+                self.best_mean = max(self.best_mean, mean) if self.best_full else mean
+                self.best_full = True
+            elif not self.best_full:  # provisional until 100 episodes: the mean so far
+                self.best_mean = mean
         with self.writer.as_default(step=step):
             if self._new_returns:
                 tf.summary.scalar("charts/episodic_return", np.mean(self._new_returns))
@@ -140,6 +147,7 @@ class RunLogger:
             "recent_lengths": list(self.recent_lengths),
             "episodes": self.episodes,
             "best_mean_return_last_100": self.best_mean,
+            "best_mean_full": self.best_full,
             "return_curve": self.return_curve,
             "steps_to_target": self.steps_to_target,
             "wall_seconds": self.wall_seconds(),

@@ -86,18 +86,21 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bool = False) -> dict:
     """Train A2C as `config` says; returns the run summary (also written to summary.json)."""
-    if resume is not None:
-        config = resume_config(resume, config)
-        run_dir = Path(resume)
-    else:
-        config = config_lib.validate(config)
-        run_dir = new_run_dir(config)
-        atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
-    seed_everything(config.seed)
+    if resume is None and config.backend == "compiled":
+        from rlnorm.compiled.train import train_compiled
 
+        return train_compiled(config_lib.validate(config), quiet=quiet)
+    config = resume_config(resume, config) if resume is not None else config_lib.validate(config)
+    seed_everything(config.seed)
+    # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
     envs = make_vec_env(
         config.env_id, config.n_envs, config.seed, config.vectorization_mode, config.autoreset_mode
     )
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        run_dir = new_run_dir(config)
+        atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
     agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
     reward_scaler = (
         RewardScaler(config.n_envs, config.gamma, config.reward_clip)
@@ -209,26 +212,26 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
 
 
 def resume_config(run_dir: str | Path, requested: config_lib.Config | None) -> config_lib.Config:
-    """The run's saved config, with only the overrides that do not change shapes."""
+    """The run's saved config, or `requested` (the saved config with the user's changes, as the
+    CLI builds it) if it changes nothing that shapes the networks or spaces."""
     saved = load_run_config(run_dir)
     if tf.train.latest_checkpoint(str(checkpoint_dir(run_dir))) is None:
         raise FileNotFoundError(f"Cannot resume {str(run_dir)!r}: it has no checkpoint.")
     if requested is None:
         return saved
-    default = config_lib.Config()
-    changed = {
-        k: v
-        for k, v in requested.to_dict().items()
-        if v != default.to_dict()[k] and v != saved.to_dict()[k] and k != "run_dir"
-    }
-    bad = {k: (saved.to_dict()[k], changed[k]) for k in changed if k in SHAPE_FIELDS}
+    requested = config_lib.validate(requested.replace(run_dir=saved.run_dir))
+    bad = [k for k in SHAPE_FIELDS if getattr(requested, k) != getattr(saved, k)]
     if bad:
-        detail = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in bad.items())
+        detail = "; ".join(
+            f"{k}: run has {getattr(saved, k)!r}, asked {getattr(requested, k)!r}" for k in bad
+        )
         raise config_lib.ConfigError(
             f"Cannot resume {str(run_dir)!r} with a config that changes network shapes or "
             f"spaces ({detail}). Start a new run instead."
         )
-    return config_lib.validate(saved.replace(**changed)) if changed else saved
+    if requested != saved:  # the run folder records what the run continues with
+        atomic_write_text(Path(run_dir) / "config.toml", config_lib.to_toml(requested))
+    return requested
 
 
 def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, rollout, advantages, returns):

@@ -1,0 +1,193 @@
+"""Rollout collection across Gymnasium 1.x autoreset modes, checked on an env whose every
+observation, reward and episode end is known (tests/fake_envs.py), with a stub agent whose
+value is a known function of the observation, V(obs) = 10 * episode_id + step_index.
+
+Expected targets are computed by walking the env's own specification forward from each
+stored observation, never from the rollout arrays the code under test filled in.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import fake_envs
+import numpy as np
+import pytest
+import tensorflow as tf
+from fake_envs import EPISODE_LENGTHS, TERMINATES, kind_of, reward_at
+
+from rlnorm.envs import autoreset_mode_of, make_vec_env
+from rlnorm.returns import compute_gae, next_state_values
+from rlnorm.rollout import RolloutCollector
+
+ENV = f"{fake_envs.__name__}:{fake_envs.ENV_ID}"
+N_ENVS, N_STEPS, N_ROLLOUTS, GAMMA = 3, 7, 2, 0.9
+
+
+def v_of(episode_id, step_index) -> float:
+    return 10.0 * episode_id + step_index
+
+
+class StubAgent:
+    """A2CAgent's acting interface (`act`, `predict_value`, their uncompiled `_act` and
+    `_predict_value`, `obs_spec`, `config.compile`) in plain TF ops, so it also runs inside
+    the collector's graph. Actions are 0 (the env ignores them); V(obs) is `v_of(obs)`."""
+
+    obs_spec = tf.TensorSpec([None, 2], tf.float32, name="observation")
+    config = types.SimpleNamespace(compile="graph")
+
+    def _predict_value(self, obs):
+        obs = tf.cast(obs, tf.float32)
+        return 10.0 * obs[:, 0] + obs[:, 1]
+
+    def _act(self, obs):
+        n = tf.shape(obs)[0:1]
+        return tf.zeros(n, tf.int32), tf.zeros(n, tf.float32), self._predict_value(obs)
+
+    act, predict_value = _act, _predict_value
+
+
+def collect(mode: str):
+    """N_ROLLOUTS consecutive rollouts (copied: the collector reuses its buffer) and the
+    finished episodes the callback saw."""
+    envs = make_vec_env(ENV, N_ENVS, seed=0, vectorization_mode="sync", autoreset_mode=mode)
+    assert autoreset_mode_of(envs) == mode
+    collector = RolloutCollector(envs, StubAgent(), N_STEPS, autoreset_mode_of(envs), seed=0)
+    episodes = []
+
+    def record(returns, lengths):
+        episodes.extend(zip(returns, lengths))
+
+    rollouts = [
+        copy.deepcopy(collector.collect(i * N_STEPS * N_ENVS, record)) for i in range(N_ROLLOUTS)
+    ]
+    envs.close()
+    return rollouts, episodes
+
+
+@pytest.fixture(scope="module", params=["same_step", "next_step"])
+def collected(request):
+    return request.param, *collect(request.param)
+
+
+def stacked(rollouts, name):
+    return np.concatenate([getattr(r, name) for r in rollouts], axis=0)
+
+
+def test_no_transition_crosses_an_episode_boundary(collected):
+    mode, rollouts, _ = collected
+    obs, valid = stacked(rollouts, "obs"), stacked(rollouts, "valid")
+    term, trunc = stacked(rollouts, "terminated"), stacked(rollouts, "truncated")
+    rewards = stacked(rollouts, "rewards")
+    seen = {"terminated": 0, "self_truncated": 0, "time_limit": 0}
+    for b in range(N_ENVS):
+        for t in range(len(obs) - 2):
+            if valid[t, b] == 0:
+                continue
+            e, k = obs[t, b]
+            kind, length = kind_of(e), EPISODE_LENGTHS[kind_of(e)]
+            assert rewards[t, b] == reward_at(k + 1)
+            if k + 1 < length:  # mid-episode: the next stored step is the same episode's next
+                assert not (term[t, b] or trunc[t, b])
+                assert tuple(obs[t + 1, b]) == (e, k + 1) and valid[t + 1, b] == 1
+                continue
+            # The episode ends at this step, with the right flag.
+            assert term[t, b] == TERMINATES[kind] and trunc[t, b] == (not TERMINATES[kind])
+            seen[("terminated", "self_truncated", "time_limit")[kind]] += 1
+            if mode == "same_step":  # next stored obs: the new episode's reset obs
+                assert tuple(obs[t + 1, b]) == (e + 1, 0) and valid[t + 1, b] == 1
+            else:  # NEXT_STEP: a reset step holding the final obs, masked, then the reset obs
+                assert tuple(obs[t + 1, b]) == (e, k + 1) and valid[t + 1, b] == 0
+                assert rewards[t + 1, b] == 0 and not (term[t + 1, b] or trunc[t + 1, b])
+                assert tuple(obs[t + 2, b]) == (e + 1, 0) and valid[t + 2, b] == 1
+    assert all(n > 0 for n in seen.values()), seen  # every kind of episode end was exercised
+
+
+def test_only_next_step_reset_steps_are_invalid(collected):
+    mode, rollouts, _ = collected
+    valid = stacked(rollouts, "valid")
+    dones = stacked(rollouts, "terminated") | stacked(rollouts, "truncated")
+    if mode == "same_step":
+        assert (valid == 1).all()
+    else:
+        expected = np.ones_like(valid)
+        expected[1:][dones[:-1]] = 0  # the step after a done is the reset step
+        np.testing.assert_array_equal(valid, expected)
+        assert (valid == 0).sum() > 0
+
+
+def test_episode_callback_gets_raw_returns_and_lengths(collected):
+    _, rollouts, episodes = collected
+    dones = stacked(rollouts, "terminated") | stacked(rollouts, "truncated")
+    assert len(episodes) == dones.sum() > 0
+    expected = {(fake_envs.episode_return(k), EPISODE_LENGTHS[k]) for k in range(3)}
+    assert {(float(r), int(n)) for r, n in episodes} <= expected
+
+
+def hand_gae(e, k, t, gamma, lam):
+    """(advantage, return) of the stored step (e, k) at rollout slot t, by walking the env's
+    specification forward: bootstrap V(final obs) on truncation, 0 on termination, V(obs after
+    the rollout) at its end, no crossing into the next episode."""
+    kind = kind_of(e)
+    length = EPISODE_LENGTHS[kind]
+    advantage = 0.0
+    for i in range(N_STEPS - t):
+        s = k + i
+        r, v = reward_at(s + 1), v_of(e, s)
+        if s + 1 == length:
+            next_v = 0.0 if TERMINATES[kind] else v_of(e, length)  # V(final obs)
+        else:
+            next_v = v_of(e, s + 1)
+        advantage += (gamma * lam) ** i * (r + gamma * next_v - v)
+        if s + 1 == length:
+            break
+    return advantage, advantage + v_of(e, k)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.8, 1.0])
+def test_gae_targets_equal_a_hand_calculation(collected, lam):
+    _, rollouts, _ = collected
+    checked = 0
+    for r in rollouts:
+        next_values = next_state_values(r.values, r.last_values, r.truncated, r.final_values)
+        adv, ret = compute_gae(
+            r.rewards, r.values, next_values, r.terminated, r.dones(), GAMMA, lam
+        )
+        for t in range(N_STEPS):
+            for b in range(N_ENVS):
+                if r.valid[t, b] == 0:
+                    continue
+                e, k = (int(x) for x in r.obs[t, b])
+                want_adv, want_ret = hand_gae(e, k, t, GAMMA, lam)
+                np.testing.assert_allclose(adv[t, b], want_adv, rtol=1e-5, atol=1e-3)
+                np.testing.assert_allclose(ret[t, b], want_ret, rtol=1e-5, atol=1e-3)
+                checked += 1
+    assert checked >= N_STEPS * N_ENVS
+
+
+def test_done_steps_bootstrap_only_on_truncation(collected):
+    """One-step targets (lambda = 0) at every episode end, written out: truncated steps
+    bootstrap from V(final obs) = 10 e + L, terminated ones from nothing."""
+    _, rollouts, _ = collected
+    checked = {True: 0, False: 0}
+    for r in rollouts:
+        next_values = next_state_values(r.values, r.last_values, r.truncated, r.final_values)
+        _, ret = compute_gae(r.rewards, r.values, next_values, r.terminated, r.dones(), GAMMA, 0.0)
+        for t, b in zip(*np.nonzero(r.dones())):
+            e, k = (int(x) for x in r.obs[t, b])
+            length = k + 1
+            if r.terminated[t, b]:
+                assert ret[t, b] == pytest.approx(reward_at(length))
+            else:
+                assert ret[t, b] == pytest.approx(reward_at(length) + GAMMA * v_of(e, length))
+            checked[bool(r.terminated[t, b])] += 1
+    assert checked[True] > 0 and checked[False] > 0
+
+
+def test_box_actions_are_clipped_at_the_env_and_the_bounds_stay_visible():
+    envs = make_vec_env("Pendulum-v1", 2, seed=0)
+    space = envs.single_action_space
+    assert np.all(space.low == -2.0) and np.all(space.high == 2.0)  # the agent sees the bounds
+    np.testing.assert_array_equal(envs.actions(np.array([[5.0], [-0.5]])), [[2.0], [-0.5]])
+    envs.close()
