@@ -4,6 +4,7 @@ rlnorm train [CONFIG.toml] [--env ID] [--seed N] ... [--set key=value]
 rlnorm train --resume RUN_DIR
 rlnorm eval RUN_DIR [--episodes N] [--deterministic]
 rlnorm export RUN_DIR OUT_DIR
+rlnorm doctor RUN_DIR
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ def build_config(args, base: config_lib.Config | None = None) -> config_lib.Conf
     return config_lib.from_dict(overrides, config)
 
 
+def resume_request(args) -> config_lib.Config | None:
+    """`train --resume RUN_DIR [overrides]`: the run's SAVED config with the overrides applied
+    (None without overrides), so that only what the user typed differs from the run; `train`
+    refuses it if that changes network shapes or spaces (a change back to a default included)."""
+    from rlnorm.run_dir import load_run_config
+
+    flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in TRAIN_FLAGS)
+    if not (args.config or args.set or any(v is not None for v in flags)):
+        return None
+    return build_config(args, load_run_config(args.resume))
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="TOML config file (keys as in `rlnorm config`)")
     for flag, key in TRAIN_FLAGS.items():
@@ -78,6 +91,8 @@ def main(argv: list[str] | None = None, base_config: config_lib.Config | None = 
     p.add_argument("run_dir")
     p.add_argument("out_dir")
     sub.add_parser("config", help="print every config key with its default and meaning")
+    p = sub.add_parser("doctor", help="print a run's scale-health report from its event files")
+    p.add_argument("run_dir")
     args = parser.parse_args(argv)
     try:
         return run_command(args, base_config)
@@ -95,22 +110,7 @@ def run_command(args, base_config) -> int:
     if args.command == "train":
         from rlnorm.train import train
 
-        config = (
-            build_config(args, base_config)
-            if not args.resume
-            else (
-                build_config(args)
-                if (
-                    args.config
-                    or args.set
-                    or any(
-                        getattr(args, f.lstrip("-").replace("-", "_")) is not None
-                        for f in TRAIN_FLAGS
-                    )
-                )
-                else None
-            )
-        )
+        config = build_config(args, base_config) if not args.resume else resume_request(args)
         summary = train(config, resume=args.resume, quiet=args.quiet)
         keys = (
             "run_dir",
@@ -133,6 +133,11 @@ def run_command(args, base_config) -> int:
             f"{r['episodes']} episodes ({'deterministic' if r['deterministic'] else 'sampled'})"
             f" -> {args.run_dir}/eval.json"
         )
+        return 0
+    if args.command == "doctor":
+        from rlnorm.doctor import doctor
+
+        print(doctor(args.run_dir))
         return 0
     if args.command == "export":
         from rlnorm.export import export

@@ -57,7 +57,7 @@ def describe_nonfinite(x: np.ndarray, what: str, step: int) -> str:
     env_i, feat = (int(v) for v in bad[0])
     return (
         f"Non-finite {what} at env step {step}: env index {env_i}, feature {feat} = "
-        f"{x.reshape(len(x), -1)[env_i, feat]!r} ({len(bad)} entries in this step). Fix the "
+        f"{float(x.reshape(len(x), -1)[env_i, feat])!r} ({len(bad)} entries in this step). Fix the "
         'environment, or set `nonfinite = "drop"` to mask such steps with a warning.'
     )
 

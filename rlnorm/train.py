@@ -50,6 +50,16 @@ class NonFiniteLossError(FloatingPointError):
     """A loss or gradient became NaN/Inf; the last good checkpoint and a scale dump were saved."""
 
 
+def configure_tensorflow(threads: int) -> None:
+    """Thread counts can only be set before TF's runtime starts; later calls keep what is set."""
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # TF already initialized in this process (tests, notebooks)
+
+
 def seed_everything(seed: int) -> None:
     """Same seed + config + machine -> same numbers (TF op determinism, Python/NumPy/TF seeds)."""
     keras.utils.set_random_seed(seed)
@@ -91,6 +101,7 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
 
         return train_compiled(config_lib.validate(config), quiet=quiet)
     config = resume_config(resume, config) if resume is not None else config_lib.validate(config)
+    configure_tensorflow(config.tf_threads)
     seed_everything(config.seed)
     # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
     envs = make_vec_env(
@@ -127,87 +138,89 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
     metrics: dict = {}
     stopped_by = None
 
-    with stop_on_signal() as interrupt:
-        while step < config.total_steps and not interrupt["stop"]:
-            # 1. Rollout: act in inference mode (BatchNorm: moving statistics); RAW obs stored.
-            rollout = collector.collect(step, logger.record_episodes)
-            step += steps_per_update
+    try:
+        with stop_on_signal() as interrupt:
+            while step < config.total_steps and not interrupt["stop"]:
+                # 1. Rollout: act in inference mode (BatchNorm: moving statistics); RAW obs stored.
+                rollout = collector.collect(step, logger.record_episodes)
+                step += steps_per_update
 
-            # 2. Targets: GAE(lambda); V(final obs) on truncation, 0 on termination.
-            rewards = rollout.rewards
-            if reward_scaler is not None:
-                rewards = reward_scaler.scale_rollout(rewards, rollout.dones())
-            next_values = next_state_values(
-                rollout.values, rollout.last_values, rollout.truncated, rollout.final_values
-            )
-            advantages, returns = compute_gae(
-                rewards,
-                rollout.values,
-                next_values,
-                rollout.terminated,
-                rollout.dones(),
-                config.gamma,
-                config.gae_lambda,
-            )
-
-            # 3. Gradient step (training=True), with the normalizer statistics that acted.
-            batch = (
-                flatten(rollout.obs),
-                flatten(rollout.actions),
-                flatten(advantages),
-                flatten(returns),
-                flatten(rollout.valid),
-            )
-            diagnose = diagnostics is not None and diagnostics.due(step)
-            if diagnose:  # its own compiled pass on the same batch, before the weights move
-                diagnostics.before_update(step, *batch)
-            metrics = agent.train_step(*batch)
-            if diagnose:
-                diagnostics.after_update(step, metrics)
-            if not bool(metrics["update_applied"]):  # NaN/Inf loss or gradient: update skipped
-                raise_nonfinite_loss(
-                    run_dir, checkpointer, step, metrics, rollout, advantages, returns
+                # 2. Targets: GAE(lambda); V(final obs) on truncation, 0 on termination.
+                rewards = rollout.rewards
+                if reward_scaler is not None:
+                    rewards = reward_scaler.scale_rollout(rewards, rollout.dones())
+                next_values = next_state_values(
+                    rollout.values, rollout.last_values, rollout.truncated, rollout.final_values
+                )
+                advantages, returns = compute_gae(
+                    rewards,
+                    rollout.values,
+                    next_values,
+                    rollout.terminated,
+                    rollout.dones(),
+                    config.gamma,
+                    config.gae_lambda,
                 )
 
-            # 4. Normalizer: once per rollout, after the step, from the rollout's raw obs.
-            agent.update_normalizer(rollout.obs[rollout.valid > 0])
+                # 3. Gradient step (training=True), with the normalizer statistics that acted.
+                batch = (
+                    flatten(rollout.obs),
+                    flatten(rollout.actions),
+                    flatten(advantages),
+                    flatten(returns),
+                    flatten(rollout.valid),
+                )
+                diagnose = diagnostics is not None and diagnostics.due(step)
+                if diagnose:  # its own compiled pass on the same batch, before the weights move
+                    diagnostics.before_update(step, *batch)
+                metrics = agent.train_step(*batch)
+                if diagnose:
+                    diagnostics.after_update(step, metrics)
+                if not bool(metrics["update_applied"]):  # NaN/Inf loss or gradient: update skipped
+                    raise_nonfinite_loss(
+                        run_dir, checkpointer, step, metrics, rollout, advantages, returns
+                    )
 
-            # 5. Logging.
-            logger.log_update(step, metrics)
-            solved = logger.target_reached(step)
+                # 4. Normalizer: once per rollout, after the step, from the rollout's raw obs.
+                agent.update_normalizer(rollout.obs[rollout.valid > 0])
 
-            # 6. Checkpoint (the previous one stays loadable until this one is complete).
-            if step >= next_checkpoint:
-                checkpointer.save(step, logger.state())
-                next_checkpoint += config.checkpoint_every
-            if solved:
-                stopped_by = "target_return"
-                break
-        if interrupt["stop"]:
-            stopped_by = interrupt["signal"]
-            warnings.warn(
-                f"{stopped_by} received: saved a checkpoint at step {step}; continue "
-                f"with `rlnorm train --resume {run_dir}`.",
-                stacklevel=1,
-            )
+                # 5. Logging.
+                logger.log_update(step, metrics)
+                solved = logger.target_reached(step)
 
-    logger.log_update(step, metrics, force=True)
-    checkpointer.save(step, logger.state())
-    summary = logger.summary(
-        step,
-        config.agent,
-        {
-            "run_dir": str(run_dir),
-            "stopped_by": stopped_by or "total_steps",
-            "trace_counts": agent.trace_counts(),
-            "dropped_steps": collector.n_dropped,
-            "first_env_step_time": collector.first_step_time,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        },
-    )
-    logger.write_summary(summary)
-    logger.close()
-    envs.close()
+                # 6. Checkpoint (the previous one stays loadable until this one is complete).
+                if step >= next_checkpoint:
+                    checkpointer.save(step, logger.state())
+                    next_checkpoint += config.checkpoint_every
+                if solved:
+                    stopped_by = "target_return"
+                    break
+            if interrupt["stop"]:
+                stopped_by = interrupt["signal"]
+                warnings.warn(
+                    f"{stopped_by} received: saved a checkpoint at step {step}; continue "
+                    f"with `rlnorm train --resume {run_dir}`.",
+                    stacklevel=1,
+                )
+
+        logger.log_update(step, metrics, force=True)
+        checkpointer.save(step, logger.state())
+        summary = logger.summary(
+            step,
+            config.agent,
+            {
+                "run_dir": str(run_dir),
+                "stopped_by": stopped_by or "total_steps",
+                "trace_counts": agent.trace_counts(),
+                "dropped_steps": collector.n_dropped,
+                "first_env_step_time": collector.first_step_time,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            },
+        )
+        logger.write_summary(summary)
+    finally:  # also on errors: close the progress bar, flush events, stop env workers
+        logger.close()
+        envs.close()
     return summary
 
 
