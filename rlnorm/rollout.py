@@ -124,8 +124,12 @@ class RolloutCollector:
             )
             next_obs.set_shape(obs.shape)
             final_obs.set_shape(obs.shape)
-            # V(final obs) for every env (cheap next to a call); read only where truncated.
-            final_value = self.agent._predict_value(final_obs)
+            # V(final obs), read only where truncated: computed only on steps that truncate.
+            final_value = tf.cond(
+                tf.reduce_any(truncated),
+                lambda final_obs=final_obs: self.agent._predict_value(final_obs),
+                lambda: tf.zeros([self.n_envs], tf.float32),
+            )
             steps.append(
                 (obs, action, log_prob, value, reward, terminated, truncated, final_value, valid)
             )
