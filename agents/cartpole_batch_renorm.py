@@ -1,0 +1,38 @@
+"""CartPole-v1 with Batch Renormalization (`batch_renorm`, Ioffe 2017) in both networks;
+everything else is the default recipe (agents/cartpole.py).
+
+The update normalizes with the batch statistics corrected by r and d (clipped, no gradient)
+towards the moving statistics, so its forward pass is the acting (moving-statistics) forward
+pass whenever r and d are not clipped, while the gradient still flows through the batch
+statistics. Plain BN for the first 500 updates, then r_max 1 -> 3 and d_max 0 -> 5 over 1500
+updates (rlnorm/batchnorm.py). The best BatchNorm variant in benchmarks/results/batchnorm.md
+(train/infer KL ~1e-3), but it solved only seed 0 of 0-2 within 300k steps there; `layer`
+and `none` solved all three.
+
+    python agents/cartpole_batch_renorm.py [rlnorm train flags, e.g. --seed 1]
+"""
+
+import sys
+
+from rlnorm.cli import main
+from rlnorm.config import Config
+
+CONFIG = Config(
+    agent="cartpole_batch_renorm",
+    env_id="CartPole-v1",
+    n_envs=8,
+    n_steps=5,
+    total_steps=500_000,
+    learning_rate=7e-4,
+    gamma=0.99,
+    gae_lambda=1.0,
+    ent_coef=0.0,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+    policy_norm="batch_renorm",
+    value_norm="batch_renorm",
+    target_return=475.0,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]], base_config=CONFIG))
