@@ -146,8 +146,8 @@ class Network(tf.Module):
                 x = norm_layer(x, training=training, mask=mask)
             elif norm_layer is not None:
                 x = norm_layer(x, training=training)
-                if record is not None:
-                    record[f"layer{i}/post_norm"] = x
+            if norm_layer is not None and record is not None:
+                record[f"layer{i}/post_norm"] = x
             x = self.activation(x)
             if record is not None:
                 record[f"layer{i}/out"] = x
