@@ -101,7 +101,7 @@ def test_renorm_inference_matches_numpy():
 
 
 def test_renorm_moving_stats_follow_numpy_ema():
-    layer = _layer(BatchRenormalization, momentum=0.9)
+    layer = _layer(BatchRenormalization, momentum=0.9, warm_start=False)
     mean, var = np.zeros(UNITS), np.ones(UNITS)
     for k in range(5):
         x = _x(10 + k, loc=k)
@@ -210,6 +210,40 @@ def test_moving_stats_follow_numpy_ema(warm_start, momentum):
     if warm_start:  # first update copied the first batch's moments: init carries no weight
         fresh = _layer(MovingStatsBatchNormalization, momentum=momentum)
         fresh(batches[0].astype(np.float32), training=True)
+        np.testing.assert_allclose(fresh.moving_variance.numpy(), batches[0].var(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+@pytest.mark.parametrize("momentum", [0.9, 0.999])
+def test_renorm_warm_start_follows_numpy_ema_and_renormalizes_with_it(warm_start, momentum):
+    # Plain BN for 2 updates, then full renorm (r_max 3, d_max 5): from the 3rd call on, r and d
+    # are computed against the (debiased, with warm_start) EMA of the earlier batches.
+    layer = _layer(
+        BatchRenormalization,
+        momentum=momentum,
+        warm_start=warm_start,
+        warmup_steps=2,
+        ramp_steps=0,
+    )
+    batches = [_x(40 + k, loc=k, scale=1 + k).astype(np.float64) for k in range(6)]
+    for t, x in enumerate(batches, start=1):
+        p = _np(layer)
+        # The stats the call reads are the EMA of the batches before it (t = 1: the 0/1 init).
+        mean, var = _np_ema(batches[: t - 1], momentum, warm_start and t > 1)
+        np.testing.assert_allclose(p["moving_mean"], mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(p["moving_variance"], var, rtol=1e-4)
+        r_max, d_max = _np_schedule(t - 1, 2, 0)
+        y_np = _np_renorm(x, p, r_max, d_max)[0]
+        y = layer(x.astype(np.float32), training=True).numpy()
+        np.testing.assert_allclose(y, y_np, rtol=1e-4, atol=1e-4)
+    mean, var = _np_ema(batches, momentum, warm_start)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), var, rtol=1e-4)
+    assert int(layer.step.numpy()) == len(batches)
+    if warm_start:  # the first update copies the first batch's moments: init carries no weight
+        fresh = _layer(BatchRenormalization, momentum=momentum, warm_start=True)
+        fresh(batches[0].astype(np.float32), training=True)
+        np.testing.assert_allclose(fresh.moving_mean.numpy(), batches[0].mean(0), rtol=1e-5)
         np.testing.assert_allclose(fresh.moving_variance.numpy(), batches[0].var(0), rtol=1e-5)
 
 
