@@ -46,9 +46,9 @@ def build_config(args, base: config_lib.Config | None = None) -> config_lib.Conf
 
 
 def resume_request(args) -> config_lib.Config | None:
-    """`train --resume RUN_DIR [overrides]`: the run's SAVED config with the overrides applied
-    (None without overrides), so that only what the user typed differs from the run; `train`
-    refuses it if that changes network shapes or spaces (a change back to a default included)."""
+    """`train --resume RUN_DIR [overrides]`: the run's saved config with the overrides applied
+    (None without overrides). Built on the SAVED config, so a change back to a default value
+    counts as a change; `train.resume_config` refuses changes to network shapes or spaces."""
     from rlnorm.run_dir import load_run_config
 
     flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in TRAIN_FLAGS)
