@@ -96,10 +96,14 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bool = False) -> dict:
     """Train A2C as `config` says; returns the run summary (also written to summary.json)."""
-    if resume is None and config.backend == "compiled":
+    if (resume is None and config.backend == "compiled") or (
+        resume is not None and load_run_config(resume).backend == "compiled"
+    ):
         from rlnorm.compiled.train import train_compiled
 
-        return train_compiled(config_lib.validate(config), quiet=quiet)
+        return train_compiled(
+            config_lib.validate(config or load_run_config(resume)), quiet=quiet, resume=resume
+        )
     config = resume_config(resume, config) if resume is not None else config_lib.validate(config)
     configure_tensorflow(config.tf_threads)
     seed_everything(config.seed)

@@ -1,0 +1,385 @@
+"""The A2C loop with a TF-native environment: many whole updates inside ONE compiled call.
+
+    python agents/cartpole_compiled.py            # or: rlnorm train --backend compiled
+
+Same agent as `rlnorm.train`: the networks, the ONE shared normalizer, the norms, the losses
+and the optimizers are `A2CAgent`'s, and this file calls its plain-Python math (`_act`,
+`_predict_value`, `_train_step`, `normalizer.merge`) in the same order:
+
+    rollout (inference mode, raw obs stored) -> targets (GAE; V(final obs) on truncation)
+    -> train_step (training mode) -> normalizer merge of the rollout's raw obs (AFTER the step)
+
+The env is `rlnorm.compiled` (pure TF ops, SAME_STEP autoreset, so every step is valid) and
+`tf.while_loop`s replace the Python loops, so one call (`CompiledLoop.run`, XLA when
+compile = "xla") runs n updates and returns the sums of the train-step metrics. Between calls
+Python does what leaves the graph, with the Python path's own objects: `RunLogger` (charts/*,
+losses/*, summary.json), `Checkpointer`, `ScaleDiagnostics`, the target-return stop. Calls end
+where the Python loop would log or save (see `updates_in_next_call`). A diagnostics update
+runs split (`collect`, then `train_step`, then the normalizer merge, each a plain graph), so
+the diagnostic pass sees the update batch before the weights move, as in `rlnorm.train`.
+
+Episode statistics live in the graph: per-env running return/length, and the last 100
+finished episodes (in the Python path's order: by step, then env index) in a fixed-size
+buffer. `charts/episodic_return` is the mean of the last <= 100 episodes finished in a call
+(the Python path averages all episodes since the last log); losses/* are means over the
+call's updates (there: the last update's). Moot here: vectorization_mode,
+autoreset_mode (always SAME_STEP), nonfinite (the envs stay finite). Resume is refused.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import warnings
+from typing import NamedTuple
+
+import gymnasium as gym
+import tensorflow as tf
+
+from rlnorm import config as config_lib
+from rlnorm.agent import A2CAgent, compile_function
+from rlnorm.checkpoint import Checkpointer, atomic_write_text
+from rlnorm.compiled import SUPPORTED_ENV_IDS, EnvState, TFVecEnv, make_tf_env
+from rlnorm.normalizer import RewardScaler
+from rlnorm.returns import compute_gae, next_state_values
+
+RECENT = 100  # episodes in mean_return_last_100
+
+
+class Carry(NamedTuple):
+    """Everything that flows from one update to the next (the `tf.while_loop` variables).
+    N = n_envs."""
+
+    env: EnvState
+    obs: tf.Tensor  # float32 [N, obs_dim], the current raw observation
+    ep_return: tf.Tensor  # float64 [N], return of the running episode
+    ep_length: tf.Tensor  # int32 [N]
+    disc_return: tf.Tensor  # float64 [N], discounted return for norm_reward (else unused)
+    recent: tf.Tensor  # float64 [100, 2]: (return, length) of the last finished episodes,
+    #                    oldest first, right-aligned (see push_recent)
+    episodes: tf.Tensor  # int64 [], episodes finished so far
+
+
+class Batch(NamedTuple):
+    """A flattened update batch (N = n_steps * n_envs), as `A2CAgent.train_step` takes it."""
+
+    obs: tf.Tensor  # float32 [N, obs_dim] raw
+    actions: tf.Tensor  # int32 [N] or float32 [N, d] (unclipped)
+    advantages: tf.Tensor  # float32 [N]
+    returns: tf.Tensor  # float32 [N]
+    valid: tf.Tensor  # float32 [N], all ones (SAME_STEP autoreset)
+
+
+def push_recent(recent, count, new, finished):
+    """Append the finished rows of `new` to a buffer of the last k episodes; deterministic and
+    XLA-friendly (fixed shapes, one top_k instead of a scatter with clashing indices).
+
+    recent: [k, c], oldest first, its `count` (int []) real rows right-aligned; new: [M, c] in
+    time order; finished: bool [M]. Returns the last k real rows of recent ++ new[finished]
+    in the same layout."""
+    k, m = recent.shape[0], new.shape[0]
+    slots = tf.range(k)
+    keys = tf.concat(
+        [
+            tf.where(slots >= k - tf.cast(count, tf.int32), slots, -1),
+            tf.where(finished, k + tf.range(m), -1),
+        ],
+        0,
+    )
+    _, index = tf.math.top_k(keys, k=k, sorted=True)  # newest first; padding (-1) last
+    return tf.gather(tf.concat([recent, new], 0), tf.reverse(index, [0]))
+
+
+class CompiledLoop:
+    """The compiled pieces: `run(carry, n)` runs n whole updates (the hot path, XLA when
+    compile = "xla"); `collect` (rollout + targets) and `train_step` are a diagnostics step's
+    split update. `initial_carry(seed)` starts the envs."""
+
+    def __init__(self, config, agent: A2CAgent, env: TFVecEnv, reward_scaler=None):
+        self.config, self.agent, self.env, self.reward_scaler = config, agent, env, reward_scaler
+        self.n_envs, self.n_steps = env.n_envs, config.n_steps
+        space = env.action_space
+        self.clip = None
+        if isinstance(space, gym.spaces.Box):  # the Python path's ClipAction wrapper
+            self.clip = (tf.constant(space.low, tf.float32), tf.constant(space.high, tf.float32))
+        mode = config.compile
+        # Only explicit tf.while_loop / tf.cond inside: autograph would only cost tracing time.
+        plain = tf.autograph.experimental.do_not_convert
+        spec = tf.nest.map_structure(
+            lambda x: tf.TensorSpec(x.shape, x.dtype), self.initial_carry(config.seed)
+        )
+        self.run = compile_function(plain(self._run), [spec, tf.TensorSpec([], tf.int32)], mode)
+        # The split update of a diagnostics step: rare, so plain graphs (no XLA compile).
+        vec = tf.TensorSpec([None], tf.float32)
+        signature = [agent.obs_spec, agent.action_spec, vec, vec, vec]
+        self.collect = compile_function(plain(self._collect), [spec], mode, jit=False)
+        self.train_step = compile_function(plain(agent._train_step), signature, mode, jit=False)
+        # The train-step metrics' names, to start the sums with, from a trace (no run) of it.
+        # Eagerly, `_run` takes them from its first update.
+        self.metric_names = None
+        if mode != "eager":
+            outputs = self.train_step.get_concrete_function().structured_outputs
+            self.metric_names = sorted(outputs)
+
+    def initial_carry(self, seed: int) -> Carry:
+        n = self.n_envs
+        env_state = self.env.reset(seed)
+        return Carry(
+            env=env_state,
+            obs=self.env.observe(env_state),
+            ep_return=tf.zeros([n], tf.float64),
+            ep_length=tf.zeros([n], tf.int32),
+            disc_return=tf.zeros([n], tf.float64),
+            recent=tf.zeros([RECENT, 2], tf.float64),
+            episodes=tf.constant(0, tf.int64),
+        )
+
+    # -- one rollout and its targets ---------------------------------------------------------
+    def _collect(self, carry: Carry) -> tuple[Carry, Batch]:
+        """n_steps of every env (inference mode), then GAE targets. Returns the next carry and
+        the flattened batch; also updates the episode statistics."""
+        agent, c, T, n = self.agent, self.config, self.n_steps, self.n_envs
+
+        names = ("obs", "action", "value", "reward", "term", "trunc", "final_v", "ret", "len")
+        names += ("disc",)
+        dtypes = (tf.float32, agent.action_spec.dtype, tf.float32, tf.float32, tf.bool, tf.bool)
+        dtypes += (tf.float32, tf.float64, tf.int32, tf.float64)
+
+        def body(t, env_state, obs, ep_return, ep_length, disc, store):
+            action, _, value = agent._act(obs)  # inference mode (BatchNorm: moving statistics)
+            env_action = action if self.clip is None else tf.clip_by_value(action, *self.clip)
+            env_state, out = self.env.step(env_state, env_action)
+            # V(final obs) only matters where an episode was truncated (rare): skip it otherwise.
+            final_value = tf.cond(
+                tf.reduce_any(out.truncated),
+                lambda: agent._predict_value(out.final_obs),
+                lambda: tf.zeros([n], tf.float32),
+            )
+            done = tf.logical_or(out.terminated, out.truncated)
+            reward = tf.cast(out.reward, tf.float64)
+            ep_return, ep_length = ep_return + reward, ep_length + 1
+            disc = disc * c.gamma + reward
+            row = (obs, action, value, out.reward, out.terminated, out.truncated, final_value)
+            # Finished episodes' return and length (-1 where none finished).
+            row += (tf.where(done, ep_return, -1.0), tf.where(done, ep_length, -1), disc)
+            store = [s.write(t, x) for s, x in zip(store, row)]
+            ep_return = tf.where(done, tf.zeros_like(ep_return), ep_return)
+            ep_length = tf.where(done, tf.zeros_like(ep_length), ep_length)
+            disc = tf.where(done, tf.zeros_like(disc), disc)
+            return t + 1, env_state, out.obs, ep_return, ep_length, disc, store
+
+        store = [tf.TensorArray(d, size=T) for d in dtypes]
+        init = (0, carry.env, carry.obs, carry.ep_return, carry.ep_length, carry.disc_return)
+        _, env_state, obs, ep_return, ep_length, disc, store = tf.while_loop(
+            lambda t, *_: t < T, body, (*init, store), maximum_iterations=T
+        )
+        r = dict(zip(names, (s.stack() for s in store)))  # [T, N, ...]
+
+        # Targets. Rewards scaled by the running std of the discounted return, if asked
+        # (RewardScaler's arithmetic; its statistics merge before the scaling, as there).
+        rewards = r["reward"]
+        if self.reward_scaler is not None:
+            rs = self.reward_scaler
+            rs.return_stats.merge(tf.reshape(r["disc"], [-1, 1]))
+            std = tf.sqrt(rs.return_stats.var[0] + rs.epsilon)
+            rewards = tf.cast(
+                tf.clip_by_value(tf.cast(rewards, tf.float64) / std, -rs.clip, rs.clip),
+                tf.float32,
+            )
+        last_values = agent._predict_value(obs)
+        next_values = next_state_values(r["value"], last_values, r["trunc"], r["final_v"])
+        dones = tf.logical_or(r["term"], r["trunc"])
+        advantages, returns = compute_gae(
+            rewards, r["value"], next_values, r["term"], dones, c.gamma, c.gae_lambda
+        )
+
+        # Episode statistics: the last 100 finished episodes, in (step, env) order.
+        lengths = tf.reshape(r["len"], [-1])
+        ended = tf.stack([tf.reshape(r["ret"], [-1]), tf.cast(lengths, tf.float64)], 1)
+        finished = lengths > 0
+        recent = push_recent(carry.recent, tf.minimum(carry.episodes, RECENT), ended, finished)
+        n_finished = tf.reduce_sum(tf.cast(finished, tf.int64))
+
+        def flat(x):
+            return tf.reshape(x, [T * n, *x.shape[2:]])
+
+        batch = Batch(
+            flat(r["obs"]),
+            flat(r["action"]),
+            flat(advantages),
+            flat(returns),
+            tf.ones([T * n], tf.float32),
+        )
+        carry = Carry(
+            env_state,
+            obs,
+            ep_return,
+            ep_length,
+            disc,
+            recent,
+            carry.episodes + n_finished,
+        )
+        return carry, batch
+
+    # -- whole updates -------------------------------------------------------------------------
+    def _update(self, carry: Carry) -> tuple[Carry, dict]:
+        carry, batch = self._collect(carry)
+        # Gradient step (training=True) with the normalizer statistics that acted ...
+        metrics = self.agent._train_step(*batch)
+        # ... then the normalizer absorbs the rollout's raw obs, once, after the step.
+        if not self.agent.normalizer.frozen:
+            self.agent.normalizer.merge(batch.obs)
+        return carry, {k: tf.cast(v, tf.float32) for k, v in metrics.items()}
+
+    def _run(self, carry: Carry, n_updates):
+        """`n_updates` >= 1 updates (int32 []); returns the carry and the metrics summed over them
+        (`update_applied` sums to the number of updates that were applied)."""
+        if self.metric_names is None:  # eager: the first update gives names and first values
+            i, (carry, total) = 1, self._update(carry)
+        else:  # traced: ONE copy of the update in the graph (a second would double compile time)
+            i, total = 0, {k: tf.zeros([], tf.float32) for k in self.metric_names}
+
+        def body(i, carry, total):
+            carry, metrics = self._update(carry)
+            return i + 1, carry, {k: total[k] + metrics[k] for k in total}
+
+        _, carry, total = tf.while_loop(lambda i, *_: i < n_updates, body, (i, carry, total))
+        return carry, total
+
+
+# -- the Python side: what leaves the graph ----------------------------------------------------
+def updates_in_next_call(config, step: int, steps_per_update: int, diagnosed: bool) -> int:
+    """How many updates the next compiled call runs: it ends at the first update that crosses
+    a multiple of `log_every` or `checkpoint_every` (where the Python loop would log or save),
+    and, with diagnostics on, just BEFORE the update that crosses a multiple of
+    `diagnostics_every` / `histograms_every` (that one runs split, see `train_compiled`)."""
+
+    def updates_to_cross(every: int) -> int:
+        return -(-((step // every + 1) * every - step) // steps_per_update)
+
+    n = min(updates_to_cross(config.log_every), updates_to_cross(config.checkpoint_every))
+    if diagnosed:
+        every = min(config.diagnostics_every, config.histograms_every)
+        n = min(n, updates_to_cross(every) - 1)
+    return max(n, 1)
+
+
+def train_compiled(config, quiet: bool = False, resume=None) -> dict:
+    """Train A2C with a TF-native env (`config.env_id` in SUPPORTED_ENV_IDS); same run folder,
+    TensorBoard tags, checkpoints and summary.json as `rlnorm.train.train`."""
+    from rlnorm.diagnostics import ScaleDiagnostics
+    from rlnorm.logger import RunLogger
+    from rlnorm.run_dir import checkpoint_dir, new_run_dir
+    from rlnorm.train import NonFiniteLossError, seed_everything, stop_on_signal
+
+    if resume is not None:
+        raise config_lib.ConfigError(
+            "Resume is not implemented for backend = 'compiled' (the TF env state is not "
+            "checkpointed); start a new run."
+        )
+    config = config_lib.validate(config)
+    if config.env_id not in SUPPORTED_ENV_IDS:
+        raise config_lib.ConfigError(
+            f"backend = 'compiled' has no TF-native env {config.env_id!r}; supported ids "
+            f"(rlnorm.compiled.SUPPORTED_ENV_IDS): {', '.join(SUPPORTED_ENV_IDS)}. "
+            "Use backend = 'python' for any other Gymnasium env."
+        )
+    run_dir = new_run_dir(config)
+    atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
+    seed_everything(config.seed)
+
+    env = make_tf_env(config.env_id, config.n_envs)
+    agent = A2CAgent(config, env.observation_space, env.action_space)
+    reward_scaler = (
+        RewardScaler(config.n_envs, config.gamma, config.reward_clip)
+        if config.norm_reward
+        else None
+    )
+    checkpointer = Checkpointer(
+        checkpoint_dir(run_dir), agent, reward_scaler, config.keep_checkpoints
+    )
+    logger = RunLogger(run_dir, config, 0, quiet)
+    diagnostics = ScaleDiagnostics(agent, logger.writer, config) if config.diagnostics else None
+    loop = CompiledLoop(config, agent, env, reward_scaler)
+    carry = loop.initial_carry(config.seed)
+
+    steps_per_update = config.n_steps * config.n_envs
+    total_updates = -(-config.total_steps // steps_per_update)
+    step, updates, episodes, compile_seconds = 0, 0, 0, None
+    next_checkpoint = config.checkpoint_every
+    metrics: dict = {}
+    stopped_by = None
+    with stop_on_signal() as interrupt:
+        while updates < total_updates and not interrupt["stop"]:
+            if diagnostics is not None and diagnostics.due(step + steps_per_update):
+                # One update split in three compiled calls, so that the diagnostic pass sees
+                # the update batch before the weights move (as in rlnorm.train).
+                n = 1
+                carry, batch = loop.collect(carry)
+                diagnostics.before_update(step + steps_per_update, *batch)
+                metrics = loop.train_step(*batch)
+                diagnostics.after_update(step + steps_per_update, metrics)
+                agent.update_normalizer(batch.obs)
+                metrics = {k: float(v) for k, v in metrics.items()}
+            else:
+                n = updates_in_next_call(config, step, steps_per_update, diagnostics is not None)
+                n = min(n, total_updates - updates)
+                t0 = time.perf_counter()
+                carry, total = loop.run(carry, tf.constant(n, tf.int32))
+                metrics = {k: float(v) / n for k, v in total.items()}
+                if compile_seconds is None:  # the first call traces and compiles
+                    compile_seconds = time.perf_counter() - t0
+            updates += n
+            step = updates * steps_per_update
+
+            # Episodes finished in this call: the last <= 100 of them go to the logger.
+            new = int(carry.episodes) - episodes
+            episodes += new
+            shown = min(new, RECENT)
+            if shown:
+                recent = carry.recent.numpy()[RECENT - shown :]
+                logger.record_episodes(recent[:, 0], recent[:, 1].astype(int))
+                logger.episodes += new - shown
+            if metrics["update_applied"] < 1.0:  # a NaN/Inf loss or gradient skipped updates
+                checkpointer.save(step, None)
+                raise NonFiniteLossError(
+                    f"Non-finite loss or gradient in the updates ending at env step {step}; "
+                    f"last good weights saved to {checkpointer.latest}. Lower learning_rate "
+                    "or max_grad_norm."
+                )
+
+            logger.log_update(step, metrics)
+            solved = logger.target_reached(step)
+            if step >= next_checkpoint:
+                checkpointer.save(step, logger.state())
+                next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
+            if solved:
+                stopped_by = "target_return"
+                break
+        if interrupt["stop"]:
+            stopped_by = interrupt["signal"]
+            warnings.warn(f"{stopped_by} received: stopped and saved at step {step}.", stacklevel=1)
+
+    logger.log_update(step, metrics, force=True)
+    checkpointer.save(step, logger.state())
+    counts = agent.trace_counts()
+    compiled = {"run": loop.run, "collect": loop.collect, "split_train_step": loop.train_step}
+    for name, fn in compiled.items():
+        if hasattr(fn, "experimental_get_tracing_count"):
+            counts[f"compiled_{name}"] = int(fn.experimental_get_tracing_count())
+    summary = logger.summary(
+        step,
+        config.agent,
+        {
+            "run_dir": str(run_dir),
+            "stopped_by": stopped_by or "total_steps",
+            "trace_counts": counts,
+            "dropped_steps": 0,
+            "backend": "compiled",
+            "compile_seconds": compile_seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        },
+    )
+    logger.write_summary(summary)
+    logger.close()
+    return summary
