@@ -89,6 +89,19 @@ def stop_on_signal():
             signal.signal(s, h)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM (Linux) belongs to the process image;
+    getrusage's ru_maxrss also carries the parent's peak across fork + exec: only a fallback."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def flatten(x: np.ndarray) -> np.ndarray:
     """[T, B, ...] -> [T * B, ...]."""
     return x.reshape(-1, *x.shape[2:])
@@ -218,7 +231,7 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
                 "trace_counts": agent.trace_counts(),
                 "dropped_steps": collector.n_dropped,
                 "first_env_step_time": collector.first_step_time,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_rss_mb(),
             },
         )
         logger.write_summary(summary)
