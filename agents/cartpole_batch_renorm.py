@@ -17,26 +17,18 @@ infer KL ~3e-3 on average) in benchmarks/results/batchnorm.md, against 0/3 at 0.
 """
 
 import sys
+from pathlib import Path
 
 from rlnorm.cli import main
-from rlnorm.config import Config
 
-CONFIG = Config(
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes build on the default one
+from cartpole import CONFIG as CARTPOLE  # noqa: E402
+
+CONFIG = CARTPOLE.replace(
     agent="cartpole_batch_renorm",
-    env_id="CartPole-v1",
-    n_envs=8,
-    n_steps=5,
-    total_steps=500_000,
-    learning_rate=7e-4,
-    gamma=0.99,
-    gae_lambda=1.0,
-    ent_coef=0.0,
-    vf_coef=0.5,
-    max_grad_norm=0.5,
-    bn_momentum=0.999,
     policy_norm="batch_renorm",
     value_norm="batch_renorm",
-    target_return=475.0,
+    bn_momentum=0.999,
 )
 
 if __name__ == "__main__":

@@ -8,26 +8,14 @@ in an on-policy actor-critic without further thought.
 """
 
 import sys
+from pathlib import Path
 
 from rlnorm.cli import main
-from rlnorm.config import Config
 
-CONFIG = Config(
-    agent="cartpole_layernorm",
-    env_id="CartPole-v1",
-    n_envs=8,
-    n_steps=5,
-    total_steps=500_000,
-    learning_rate=7e-4,
-    gamma=0.99,
-    gae_lambda=1.0,
-    ent_coef=0.0,
-    vf_coef=0.5,
-    max_grad_norm=0.5,
-    policy_norm="layer",
-    value_norm="layer",
-    target_return=475.0,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes build on the default one
+from cartpole import CONFIG as CARTPOLE  # noqa: E402
+
+CONFIG = CARTPOLE.replace(agent="cartpole_layernorm", policy_norm="layer", value_norm="layer")
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]], base_config=CONFIG))
