@@ -176,37 +176,14 @@ class RolloutCollector:
     def collect(self, env_step: int, episode_callback) -> Rollout:
         """Run n_steps in every env; finished episodes go to `episode_callback(returns, lengths)`."""
         self.env_step = env_step
-        out = self._rollout(self.obs)
-        (
-            obs,
-            actions,
-            log_probs,
-            values,
-            rewards,
-            terminated,
-            truncated,
-            final_values,
-            valid,
-            last_values,
-            next_obs,
-        ) = (x.numpy() for x in out)
+        # The graph returns the Rollout fields in their order, then the next observation.
+        *fields, next_obs = (x.numpy() for x in self._rollout(self.obs))
         for returns, lengths in self._episodes:
             episode_callback(returns, lengths)
         self._episodes.clear()
         self._raise_pending_error()
         self.obs = next_obs
-        return Rollout(
-            obs,
-            actions,
-            log_probs,
-            values,
-            rewards,
-            terminated,
-            truncated,
-            final_values,
-            valid,
-            last_values,
-        )
+        return Rollout(*fields)
 
     # -- non-finite input ------------------------------------------------------------------------
     def _check_obs(self, obs: np.ndarray) -> np.ndarray:
