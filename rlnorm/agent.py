@@ -108,23 +108,23 @@ class A2CAgent(tf.Module):
     def _predict_value(self, obs):
         return self.value.value(obs, training=False)
 
-    def _train_step(self, obs, actions, advantages, returns, valid):
-        """One gradient step on each network from a flattened rollout (training=True).
+    def loss_and_gradients(self, obs, actions, advantages, returns, valid, records=None):
+        """The A2C loss in training mode and its gradients, without touching the weights.
 
-        obs [N, *obs_shape] raw; actions [N] / [N, d]; advantages, returns, valid float32 [N].
-        Returns a dict of scalar tensors (losses, pre-clip gradient norms, scales)."""
+        Shared by `_train_step` and the diagnostics pass, so the diagnostics see exactly the
+        update's forward pass. `records` ({"policy": dict, "value": dict}) collects activations.
+        Returns (losses, dist, values, log_prob, grads); grads follow policy then value weights.
+        """
         c = self.config
-        policy_vars = self.policy.trainable_weights
-        value_vars = self.value.trainable_weights
+        records = records or {"policy": None, "value": None}
+        mask = valid > 0  # masked steps stay out of BatchNorm's batch statistics too
         with tf.GradientTape() as tape:
-            mask = valid > 0
-            dist = self.policy.distribution(obs, training=True, mask=mask)
+            dist = self.policy.distribution(obs, training=True, record=records["policy"], mask=mask)
             log_prob = dist.log_prob(actions)
-            entropy = dist.entropy()
-            values = self.value.value(obs, training=True, mask=mask)
+            values = self.value.value(obs, training=True, record=records["value"], mask=mask)
             losses = a2c_loss(
                 log_prob,
-                entropy,
+                dist.entropy(),
                 values,
                 advantages,
                 returns,
@@ -134,7 +134,21 @@ class A2CAgent(tf.Module):
                 c.normalize_advantage,
             )
             total = losses["policy_total_loss"] + losses["value_total_loss"]
-        grads = tape.gradient(total, policy_vars + value_vars)
+        grads = tape.gradient(total, self.policy.trainable_weights + self.value.trainable_weights)
+        return losses, dist, values, log_prob, grads
+
+    def _train_step(self, obs, actions, advantages, returns, valid):
+        """One gradient step on each network from a flattened rollout (training=True).
+
+        obs [N, *obs_shape] raw; actions [N] / [N, d]; advantages, returns, valid float32 [N].
+        Returns a dict of scalar tensors (losses, pre-clip gradient norms, scales)."""
+        c = self.config
+        policy_vars = self.policy.trainable_weights
+        value_vars = self.value.trainable_weights
+        losses, _, values, log_prob, grads = self.loss_and_gradients(
+            obs, actions, advantages, returns, valid
+        )
+        total = losses["policy_total_loss"] + losses["value_total_loss"]
         policy_grads, value_grads = grads[: len(policy_vars)], grads[len(policy_vars) :]
         # One global-norm clip per network (the two never share a gradient scale).
         policy_grads, policy_grad_norm = tf.clip_by_global_norm(policy_grads, c.max_grad_norm)

@@ -42,7 +42,6 @@ from tensorboard.plugins.text.summary_v2 import text_pb
 
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
 from rlnorm.dashboard import NETS, STAGES, scales_layout, write_hparams, write_layout
-from rlnorm.losses import a2c_loss
 from rlnorm.networks import BATCHNORM_KINDS
 
 SATURATION = 0.99  # |tanh| above this passes < 2% of the gradient (1 - 0.99^2)
@@ -139,33 +138,20 @@ class ScaleDiagnostics:
         trainable weight), {net}/output_infer (BatchNorm networks only), obs_encoded float64.
         The reductions to scalars are NumPy (`statistics`): in the graph they doubled the
         one-time cost of tracing and optimizing this pass."""
-        agent, c = self.agent, self.config
+        agent = self.agent
         t = {"obs_encoded": agent.normalizer.encode(obs)}
         # 1. Inference mode (the acting networks), needed only where it differs: BatchNorm.
         for n in self.bn_nets:
             t[f"{n}/output_infer"] = self.nets[n](obs, training=False)
-        # 2. Training mode, the loss of A2CAgent._train_step under our own tape. A training-mode
+        # 2. Training mode: the update's own loss and gradients (A2CAgent.loss_and_gradients). A training-mode
         #    BatchNorm call assigns its moving statistics: save them first, restore them after
         #    (exact, and ~1k floats); automatic control dependencies keep this order in a graph.
         saved = [tf.identity(w.value) for w in self.state]
-        rec, mask = {n: {} for n in NETS}, valid > 0
+        rec = {n: {} for n in NETS}
+        losses, dist, values, _, grads = agent.loss_and_gradients(
+            obs, actions, advantages, returns, valid, records=rec
+        )
         weights = self.nets["policy"].trainable_weights + self.nets["value"].trainable_weights
-        with tf.GradientTape() as tape:
-            dist = agent.policy.distribution(obs, training=True, record=rec["policy"], mask=mask)
-            values = agent.value.value(obs, training=True, record=rec["value"], mask=mask)
-            losses = a2c_loss(
-                dist.log_prob(actions),
-                dist.entropy(),
-                values,
-                advantages,
-                returns,
-                valid,
-                c.ent_coef,
-                c.vf_coef,
-                c.normalize_advantage,
-            )
-            total = losses["policy_total_loss"] + losses["value_total_loss"]
-        grads = tape.gradient(total, weights)
         for w, value in zip(self.state, saved, strict=True):
             w.assign(value)
         t["policy/output"] = dist.logits if agent.policy.discrete else dist.mean
