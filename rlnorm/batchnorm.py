@@ -253,18 +253,6 @@ class MovingStatsBatchNormalization(_MovingStatsBase):
     Args: momentum, epsilon, center, scale, warm_start.
     """
 
-    def __init__(
-        self, momentum=0.99, epsilon=1e-3, center=True, scale=True, warm_start=True, **kwargs
-    ):
-        super().__init__(
-            momentum=momentum,
-            epsilon=epsilon,
-            center=center,
-            scale=scale,
-            warm_start=warm_start,
-            **kwargs,
-        )
-
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
         mu, var = self._moving_stats()
