@@ -5,11 +5,19 @@ Everything is measured in ONE process and one sitting, so the ratios survive a n
     python benchmarks/throughput.py                      # default recipe, norms none/layer/batch
     python benchmarks/throughput.py --cpu 0 --threads 1  # pinned to core 0, single-threaded TF
     python benchmarks/throughput.py --steps 100000 --norms none --json out.json
+    python benchmarks/throughput.py --cpu 1 --sb3-python /tmp/sb3/bin/python --repeats 3
 
 Prints JSON: the ceiling (SyncVectorEnv(8) CartPole-v1 with random actions, steps/s), rlnorm
 A2C training steps/s for each norm with diagnostics off and at the default cadence, each as a
 ratio of the ceiling, median act / train-step latency, trace counts, peak RSS, and the time
-from `rlnorm train` start to the first env step (a subprocess).
+from `rlnorm train` start to the first env step (a subprocess). Training steps/s come twice:
+`steps_per_second` over the whole `train()` call (env and agent construction, tracing
+included) and `steady_steps_per_second` after the first update (which traces).
+
+With `--sb3-python` (the Python of a throwaway env with Stable-Baselines3, see
+benchmarks/sb3_a2c.py) it also runs SB3's A2C with the same hyperparameters, alternating
+with rlnorm's goal configuration (norm none, diagnostics at the default cadence) `--repeats`
+times on the same core, and reports the medians and rlnorm / SB3.
 """
 
 from __future__ import annotations
@@ -44,6 +52,11 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, report median")
     p.add_argument("--no-startup", action="store_true", help="skip the startup subprocess")
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument(
+        "--sb3-python",
+        default=None,
+        help="Python with stable-baselines3: run SB3's A2C side by side (benchmarks/sb3_a2c.py)",
+    )
     return p.parse_args()
 
 
@@ -106,9 +119,19 @@ def train_steps_per_second(config) -> dict:
         summary = train(config.replace(run_dir=d), quiet=True)
     return {
         "steps_per_second": summary["steps_per_second"],
+        "steady_steps_per_second": summary["steady_steps_per_second"],
         "trace_counts": summary["trace_counts"],
         "mean_return_last_100": summary["mean_return_last_100"],
     }
+
+
+def sb3_subprocess(python: str, steps: int, cpu: int | None, threads: int) -> dict:
+    script = Path(__file__).resolve().parent / "sb3_a2c.py"
+    argv = [python, str(script), "--steps", str(steps), "--threads", str(threads or 1)]
+    if cpu is not None:
+        argv += ["--cpu", str(cpu)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return json.loads(out[out.index("{") :])
 
 
 def default_run_subprocess(agents_dir: Path) -> dict:
@@ -168,15 +191,19 @@ def main() -> None:
     ceilings = [ceiling_steps_per_second() for _ in range(args.repeats)]
     result["ceiling_sync8_random_steps_per_second"] = med(ceilings)
     result["latency"] = latencies(base)
+    ceiling = result["ceiling_sync8_random_steps_per_second"]
     runs = {}
     for norm in args.norms.split(","):
         for diag in (False, True):
             cfg = base.replace(policy_norm=norm, value_norm=norm, diagnostics=diag)
             reps = [train_steps_per_second(cfg) for _ in range(args.repeats)]
             sps = med(r["steps_per_second"] for r in reps)
+            steady = med(r["steady_steps_per_second"] for r in reps)
             runs[f"{norm}/diagnostics_{'on' if diag else 'off'}"] = {
                 "steps_per_second": sps,
-                "ratio_to_ceiling": sps / result["ceiling_sync8_random_steps_per_second"],
+                "ratio_to_ceiling": sps / ceiling,
+                "steady_steps_per_second": steady,
+                "steady_ratio_to_ceiling": steady / ceiling,
                 "trace_counts": reps[-1]["trace_counts"],
                 "mean_return_last_100": reps[-1]["mean_return_last_100"],
             }
@@ -184,8 +211,26 @@ def main() -> None:
     if "none/diagnostics_off" in runs and "none/diagnostics_on" in runs:
         off, on = runs["none/diagnostics_off"], runs["none/diagnostics_on"]
         result["diagnostics_overhead_pct"] = 100 * (
-            1 - on["steps_per_second"] / off["steps_per_second"]
+            1 - on["steady_steps_per_second"] / off["steady_steps_per_second"]
         )
+    if args.sb3_python:
+        # Alternate SB3 and rlnorm's goal configuration, so both see the same machine.
+        goal = base.replace(policy_norm="none", value_norm="none", diagnostics=True)
+        sb3, ours = [], []
+        for _ in range(args.repeats):
+            sb3.append(sb3_subprocess(args.sb3_python, args.steps, args.cpu, args.threads))
+            ours.append(train_steps_per_second(goal))
+        sb3_sps = med(r["steps_per_second"] for r in sb3)
+        ours_sps = med(r["steps_per_second"] for r in ours)
+        ours_steady = med(r["steady_steps_per_second"] for r in ours)
+        result["side_by_side"] = {
+            "sb3": {k: v for k, v in sb3[-1].items() if k != "steps_per_second"},
+            "sb3_steps_per_second": [r["steps_per_second"] for r in sb3],
+            "rlnorm_steps_per_second": [r["steps_per_second"] for r in ours],
+            "rlnorm_steady_steps_per_second": [r["steady_steps_per_second"] for r in ours],
+            "rlnorm_over_sb3": ours_sps / sb3_sps,
+            "rlnorm_steady_over_sb3": ours_steady / sb3_sps,
+        }
     # This process holds several agents; the default run's own RSS comes from the subprocess.
     result["harness_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not args.no_startup:

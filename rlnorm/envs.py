@@ -1,9 +1,10 @@
 """Gymnasium vector environments: id resolution with clear errors, seeding, episode statistics.
 
-Wrapper order matters: `RecordEpisodeStatistics` wraps the raw env, so episode returns and
-lengths are the env's own rewards, before any reward scaling (which rlnorm does on the stored
-rollout, see `normalizer.RewardScaler`). Box actions are clipped to the space at the env
-boundary by `ClipBoxAction`, while the rollout stores the unclipped sample.
+Episode returns and lengths are the env's own rewards, before any reward scaling (which rlnorm
+does on the stored rollout, see `normalizer.RewardScaler`): evaluation reads them from
+`RecordEpisodeStatistics`, which wraps the raw env; training counts them in the rollout's env
+callback (`rlnorm.rollout`, same counting, cheaper). Box actions are clipped to the space at
+the env boundary by `ClipBoxAction`, while the rollout stores the unclipped sample.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def make_vec_env(
     seed: int | None = None,
     vectorization_mode: str = "sync",
     autoreset_mode: str = "same_step",
+    episode_statistics: bool = True,
 ) -> gym.vector.VectorEnv:
-    """A seeded vector env with episode statistics (and Box action clipping).
+    """A seeded vector env with episode statistics (`info["episode"]`, unless
+    `episode_statistics` is False) and Box action clipping.
 
     The env reports its actual autoreset mode in `envs.metadata["autoreset_mode"]`; the
     rollout reads it from there, because NumPy-vectorized envs (`vector_entry_point`) support
@@ -74,7 +77,8 @@ def make_vec_env(
     except gym.error.DependencyNotInstalled as e:  # e.g. MuJoCo envs without the extra
         raise EnvError(f"Environment {env_id!r} needs an optional dependency: {e}") from None
     check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if episode_statistics:
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = ClipBoxAction(envs)
     if seed is not None:

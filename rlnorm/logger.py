@@ -59,6 +59,8 @@ class RunLogger:
         self.last_log_step = start_step
         self.t_start = self.t_last = time.perf_counter()
         self.step_last = start_step
+        # The first update traces the compiled graphs: steady throughput is counted after it.
+        self.first_update: tuple[float, int] | None = None  # (seconds since start, step)
         self.wall_before = float(state.get("wall_seconds", 0.0))
         self.pbar = (
             None
@@ -101,6 +103,8 @@ class RunLogger:
     # -- per update ---------------------------------------------------------------------------
     def log_update(self, step: int, metrics: dict, force: bool = False) -> None:
         """Every `log_every` env steps (or when forced): scalars, curve point, progress bar."""
+        if self.first_update is None:
+            self.first_update = (time.perf_counter() - self.t_start, step)
         if self.pbar is not None:
             self.pbar.update(step - self.pbar.n)
         due = step - self.last_log_step >= self.config.log_every
@@ -157,6 +161,7 @@ class RunLogger:
         wall = self.wall_seconds()
         trained = step - self.start_step
         elapsed = time.perf_counter() - self.t_start
+        first_seconds, first_step = self.first_update or (elapsed, step)
         summary = {
             "env_id": self.config.env_id,
             "agent": agent,
@@ -164,6 +169,9 @@ class RunLogger:
             "total_steps": step,
             "wall_seconds": wall,
             "steps_per_second": trained / max(elapsed, 1e-9),
+            # Excluding the first update (tracing, compiling) and everything before it.
+            "steady_steps_per_second": (step - first_step) / max(elapsed - first_seconds, 1e-9),
+            "first_update_seconds": first_seconds,
             "episodes": self.episodes,
             "mean_return_last_100": self.mean_return,
             "best_mean_return_last_100": self.best_mean,

@@ -161,7 +161,9 @@ class RewardScaler(tf.Module):
     statistics in a Python object outside any checkpoint (resume would lose them) and resets its
     discounted return only on termination. Here the statistics are an `ObservationNormalizer`
     over the 1-D return (exact float64 merge, checkpointed) and the per-env discounted return
-    resets on every episode end. Statistics update once per rollout, from all its returns.
+    resets on every episode end (it is not checkpointed: a resumed run starts new episodes).
+    Statistics update once per rollout, from all its returns. TF ops throughout, so the update
+    graph (`rlnorm.update`) can call it.
     """
 
     def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8):
@@ -172,15 +174,21 @@ class RewardScaler(tf.Module):
         self.return_stats = ObservationNormalizer(
             gym.spaces.Box(-np.inf, np.inf, (1,), np.float64), epsilon=epsilon, clip=clip
         )
-        self.discounted_return = np.zeros(n_envs, np.float64)
+        self.discounted_return = tf.Variable(
+            tf.zeros([n_envs], tf.float64), trainable=False, name="discounted_return"
+        )
 
-    def scale_rollout(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
-        """rewards float [T, B], dones bool [T, B] -> scaled float32 [T, B]."""
-        returns = np.empty_like(rewards, dtype=np.float64)
+    def scale_rollout(self, rewards, dones) -> tf.Tensor:
+        """rewards float [T, B], dones bool [T, B] -> scaled float32 [T, B] (T static)."""
+        rewards = tf.cast(rewards, tf.float64)
+        dones = tf.cast(dones, tf.bool)
+        running = self.discounted_return.read_value()
+        returns = []
         for t in range(rewards.shape[0]):
-            self.discounted_return = self.discounted_return * self.gamma + rewards[t]
-            returns[t] = self.discounted_return
-            self.discounted_return[dones[t]] = 0.0
-        self.return_stats.update(returns.reshape(-1, 1))
-        std = np.sqrt(self.return_stats.var.numpy()[0] + self.epsilon)
-        return np.clip(rewards / std, -self.clip, self.clip).astype(np.float32)
+            running = running * self.gamma + rewards[t]
+            returns.append(running)
+            running = tf.where(dones[t], tf.zeros_like(running), running)
+        self.discounted_return.assign(running)
+        self.return_stats.merge(tf.reshape(tf.stack(returns), [-1, 1]))
+        std = tf.sqrt(self.return_stats.var[0] + self.epsilon)
+        return tf.cast(tf.clip_by_value(rewards / std, -self.clip, self.clip), tf.float32)

@@ -65,12 +65,17 @@ def describe_nonfinite(x: np.ndarray, what: str, step: int) -> str:
 class RolloutCollector:
     """Steps the vector env for n_steps per call, carrying the current observation across calls.
 
-    Speed: one rollout is ONE compiled call. The T act steps are unrolled in a graph and the
-    env is stepped from inside it through `tf.numpy_function`, so the per-call overhead of TF
-    (~0.1-0.3 ms, more than the network's arithmetic) is paid once per rollout instead of once
-    per env step. Everything NumPy-side (autoreset bookkeeping, episode statistics, finiteness
-    checks) happens in `_env_step`, the callback. With compile="eager" the same code runs
-    eagerly, step by step, for debugging.
+    Speed: the T act steps are unrolled in a graph and the env is stepped from inside it
+    through `tf.numpy_function`, so the per-call overhead of TF (0.15-0.4 ms here, more than
+    the network's arithmetic) is paid once per update (the update graph, `rlnorm.update`,
+    traces `rollout_graph`) instead of once per env step. Everything NumPy-side (autoreset
+    bookkeeping, episode statistics, finiteness checks) happens in `_env_step`, the callback,
+    which hands back two arrays rather than six (each numpy_function output costs ~9 us).
+    With compile="eager" the same code runs eagerly, step by step, for debugging.
+
+    Episode statistics are counted here rather than by Gymnasium's RecordEpisodeStatistics
+    wrapper, which costs ~35 us per vector step (~25% of CartPole x8's own step) for the same
+    two sums; both count like this: a NEXT_STEP reset step belongs to no episode.
     """
 
     def __init__(
@@ -98,48 +103,74 @@ class RolloutCollector:
         self.env_step = 0
         self.first_step_time: float | None = None  # wall clock of the first env step (startup)
         self._episodes: list[tuple[np.ndarray, np.ndarray]] = []
+        self.episode_return = np.zeros(self.n_envs, np.float64)  # of the running episodes
+        self.episode_length = np.zeros(self.n_envs, np.int64)
         self._error: str | None = None
         obs, _ = envs.reset(seed=seed)
         self.obs = self._check_obs(np.asarray(obs, self.obs_dtype.as_numpy_dtype))
         self._raise_pending_error()
-        spec = tf.TensorSpec([self.n_envs, *self.obs_shape], self.obs_dtype)
+        self.obs_spec = tf.TensorSpec([self.n_envs, *self.obs_shape], self.obs_dtype)
         # Acting math under XLA when asked; the rollout graph itself holds a numpy_function,
         # which XLA cannot compile.
         mode = agent.config.compile
         self._act = compile_function(agent._act, None, mode) if mode == "xla" else agent._act
-        self._rollout = compile_function(self._rollout_graph, [spec], mode, jit=False)
+        self._rollout = compile_function(self._rollout_graph, [self.obs_spec], mode, jit=False)
 
     # -- the graph: T x (act -> env step) ----------------------------------------------------
+    def rollout_graph(self, obs) -> tuple[Rollout, tf.Tensor]:
+        """obs [B, *obs_shape] -> (Rollout of [T, B, ...] tensors, next obs). Traced by the
+        update graph (`rlnorm.update`) and by `collect`."""
+        *fields, next_obs = self._rollout_graph(obs)
+        return Rollout(*fields), next_obs
+
     def _rollout_graph(self, obs):
-        """obs [B, *obs_shape] -> stacked [T, B, ...] rollout tensors and the next obs."""
-        steps = []
-        for _ in range(self.n_steps):
+        """The Rollout fields in their order, stacked [T, B, ...], then the next obs."""
+        T, B = self.n_steps, self.n_envs
+        steps, obs_pairs, scalars = [], [], []
+        for _ in range(T):
             action, log_prob, value = self._act(obs)  # inference mode
-            next_obs, reward, terminated, truncated, final_obs, valid = tf.numpy_function(
+            obs_pair, step_scalars = tf.numpy_function(
                 self._env_step,
                 [action],
-                [self.obs_dtype, tf.float32, tf.bool, tf.bool, self.obs_dtype, tf.float32],
+                [self.obs_dtype, tf.float32],
                 stateful=True,
                 name="env_step",
             )
-            next_obs.set_shape(obs.shape)
-            final_obs.set_shape(obs.shape)
-            # V(final obs), read only where truncated: computed only on steps that truncate.
-            final_value = tf.cond(
-                tf.reduce_any(truncated),
-                lambda final_obs=final_obs: self.agent._predict_value(final_obs),
-                lambda: tf.zeros([self.n_envs], tf.float32),
-            )
-            steps.append(
-                (obs, action, log_prob, value, reward, terminated, truncated, final_value, valid)
-            )
-            obs = next_obs
-        stacked = [tf.stack(x) for x in zip(*steps)]
-        return (*stacked, self.agent._predict_value(obs), obs)
+            obs_pair.set_shape([2, *obs.shape])
+            step_scalars.set_shape([4, B])
+            steps.append((obs, action, log_prob, value))
+            obs_pairs.append(obs_pair)
+            scalars.append(step_scalars)
+            obs = obs_pair[0]
+        obs_t, actions, log_probs, values = (tf.stack(x) for x in zip(*steps))
+        scalars = tf.stack(scalars, axis=1)  # [4, T, B]
+        rewards, valid = scalars[0], scalars[3]
+        terminated, truncated = scalars[1] > 0, scalars[2] > 0
+        # V(final obs) (read only where truncated) and V(obs after the rollout) in ONE batched
+        # pass: the weights and the normalizer do not change during the rollout.
+        final_obs = tf.reshape(tf.stack(obs_pairs)[:, 1], [T * B, *obs.shape[1:]])
+        after = self.agent._predict_value(tf.concat([final_obs, obs], axis=0))
+        final_values, last_values = tf.reshape(after[: T * B], [T, B]), after[T * B :]
+        return (
+            obs_t,
+            actions,
+            log_probs,
+            values,
+            rewards,
+            terminated,
+            truncated,
+            final_values,
+            valid,
+            last_values,
+            obs,
+        )
 
     def _env_step(self, action: np.ndarray):
-        """NumPy side of one vector step (called from the graph)."""
+        """NumPy side of one vector step (called from the graph). Returns the next and the final
+        obs stacked [2, B, ...] (they differ where SAME_STEP autoreset reset an env) and
+        float32 [4, B]: reward, terminated, truncated, valid."""
         valid = np.ones(self.n_envs, np.float32)
+        counted = ~self.prev_done if self.autoreset_mode == "next_step" else True
         if self.autoreset_mode == "next_step":
             valid[self.prev_done] = 0.0  # the reset step: action ignored, not a transition
         valid[self.bad_obs] = 0.0
@@ -152,38 +183,46 @@ class RolloutCollector:
             reward = self._handle_nonfinite(reward, bad_reward, "reward")
             valid[bad_reward] = 0.0
         next_obs = np.asarray(next_obs, self.obs_dtype.as_numpy_dtype)
-        final_obs = next_obs  # NEXT_STEP: the obs returned at a done step IS the final obs
+        obs_pair = np.stack([next_obs, next_obs])  # NEXT_STEP: a done step's obs IS the final obs
         if self.autoreset_mode == "same_step" and "_final_obs" in info and info["_final_obs"].any():
-            final_obs = next_obs.copy()
             idx = np.flatnonzero(info["_final_obs"])
-            final_obs[idx] = np.stack(info["final_obs"][idx])
-        if "_episode" in info and info["_episode"].any():
-            done = info["_episode"]
-            self._episodes.append((info["episode"]["r"][done], info["episode"]["l"][done]))
-        self.prev_done = terminated | truncated
+            obs_pair[1, idx] = np.stack(info["final_obs"][idx])
+        # Episode statistics (finite rewards: a dropped reward counts as 0).
+        done = terminated | truncated
+        self.episode_return += np.where(counted, reward, 0.0)
+        self.episode_length += counted
+        if done.any():
+            self._episodes.append((self.episode_return[done], self.episode_length[done]))
+            self.episode_return = np.where(done, 0.0, self.episode_return)
+            self.episode_length = np.where(done, 0, self.episode_length)
+        self.prev_done = done
         self.env_step += self.n_envs
-        next_obs = self._check_obs(next_obs)
-        return (
-            next_obs,
-            reward.astype(np.float32),
-            terminated.astype(bool),
-            truncated.astype(bool),
-            final_obs,
-            valid,
-        )
+        obs_pair[0] = self._check_obs(next_obs)
+        return obs_pair, np.stack([reward, terminated, truncated, valid]).astype(np.float32)
 
-    # -- one rollout ---------------------------------------------------------------------------
-    def collect(self, env_step: int, episode_callback) -> Rollout:
-        """Run n_steps in every env; finished episodes go to `episode_callback(returns, lengths)`."""
+    # -- one call ----------------------------------------------------------------------------
+    def run(self, graph_fn, env_step: int, episode_callback):
+        """Call a compiled function of the current obs that steps the envs (`_rollout` here,
+        the update graph in `rlnorm.update`): it returns (next obs, result). Finished episodes
+        go to `episode_callback(returns, lengths)`; a non-finite input raises here, after the
+        call (the offending steps were masked inside it). Returns the result."""
         self.env_step = env_step
-        # The graph returns the Rollout fields in their order, then the next observation.
-        *fields, next_obs = (x.numpy() for x in self._rollout(self.obs))
+        next_obs, result = graph_fn(self.obs)
         for returns, lengths in self._episodes:
             episode_callback(returns, lengths)
         self._episodes.clear()
         self._raise_pending_error()
         self.obs = next_obs
-        return Rollout(*fields)
+        return result
+
+    def collect(self, env_step: int, episode_callback) -> Rollout:
+        """Run n_steps in every env; returns the Rollout as NumPy arrays."""
+
+        def rollout(obs):
+            *fields, next_obs = self._rollout(obs)
+            return next_obs, Rollout(*(x.numpy() for x in fields))
+
+        return self.run(rollout, env_step, episode_callback)
 
     # -- non-finite input ------------------------------------------------------------------------
     def _check_obs(self, obs: np.ndarray) -> np.ndarray:

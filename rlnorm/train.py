@@ -1,8 +1,9 @@
-"""The A2C training loop. Reads top to bottom, one named call per step:
+"""The A2C training loop. Reads top to bottom:
 
-    rollout -> targets -> train_step -> normalizer update -> logging -> checkpoint
+    update (rollout -> targets -> train_step -> normalizer update) -> logging -> checkpoint
 
-The order is the point. Acting, the bootstrap values and the gradient step all use the SAME
+The update's four steps run as ONE compiled call (`rlnorm.update`, where they are written in
+this order); the loop around it does what leaves the graph. The order is the point. Acting, the bootstrap values and the gradient step all use the SAME
 normalizer statistics, so with norm=none the log-probabilities recomputed in `train_step`
 equal those at acting time; the normalizer then absorbs the rollout's raw observations, once,
 after the gradient step. Updating it before the step would change the inputs under the
@@ -28,9 +29,9 @@ from rlnorm.diagnostics import ScaleDiagnostics
 from rlnorm.envs import autoreset_mode_of, make_vec_env
 from rlnorm.logger import RunLogger
 from rlnorm.normalizer import RewardScaler
-from rlnorm.returns import compute_gae, next_state_values
 from rlnorm.rollout import RolloutCollector
 from rlnorm.run_dir import checkpoint_dir, load_run_config, new_run_dir
+from rlnorm.update import Updater
 
 # Fields that define the networks' and spaces' shapes: a resume must not change them.
 SHAPE_FIELDS = (
@@ -102,11 +103,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def flatten(x: np.ndarray) -> np.ndarray:
-    """[T, B, ...] -> [T * B, ...]."""
-    return x.reshape(-1, *x.shape[2:])
-
-
 def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bool = False) -> dict:
     """Train A2C as `config` says; returns the run summary (also written to summary.json)."""
     if (resume is None and config.backend == "compiled") or (
@@ -122,7 +118,12 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
     seed_everything(config.seed)
     # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
     envs = make_vec_env(
-        config.env_id, config.n_envs, config.seed, config.vectorization_mode, config.autoreset_mode
+        config.env_id,
+        config.n_envs,
+        config.seed,
+        config.vectorization_mode,
+        config.autoreset_mode,
+        episode_statistics=False,  # the rollout counts episodes itself (rlnorm.rollout)
     )
     if resume is not None:
         run_dir = Path(resume)
@@ -150,6 +151,7 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
         config.nonfinite,
         seed=config.seed + step,
     )
+    updater = Updater(agent, collector, reward_scaler)
     steps_per_update = config.n_steps * config.n_envs
     next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
     metrics: dict = {}
@@ -158,48 +160,24 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
     try:
         with stop_on_signal() as interrupt:
             while step < config.total_steps and not interrupt["stop"]:
-                # 1. Rollout: act in inference mode (BatchNorm: moving statistics); RAW obs stored.
-                rollout = collector.collect(step, logger.record_episodes)
-                step += steps_per_update
-
-                # 2. Targets: GAE(lambda); V(final obs) on truncation, 0 on termination.
-                rewards = rollout.rewards
-                if reward_scaler is not None:
-                    rewards = reward_scaler.scale_rollout(rewards, rollout.dones())
-                next_values = next_state_values(
-                    rollout.values, rollout.last_values, rollout.truncated, rollout.final_values
-                )
-                advantages, returns = compute_gae(
-                    rewards,
-                    rollout.values,
-                    next_values,
-                    rollout.terminated,
-                    rollout.dones(),
-                    config.gamma,
-                    config.gae_lambda,
-                )
-
-                # 3. Gradient step (training=True), with the normalizer statistics that acted.
-                batch = (
-                    flatten(rollout.obs),
-                    flatten(rollout.actions),
-                    flatten(advantages),
-                    flatten(returns),
-                    flatten(rollout.valid),
-                )
-                diagnose = diagnostics is not None and diagnostics.due(step)
-                if diagnose:  # its own compiled pass on the same batch, before the weights move
-                    diagnostics.before_update(step, *batch)
-                metrics = agent.train_step(*batch)
-                if diagnose:
-                    diagnostics.after_update(step, metrics)
+                # 1-4. rollout (inference mode, RAW obs stored) -> targets (GAE; V(final obs)
+                # on truncation, 0 on termination) -> gradient step (training mode, with the
+                # normalizer statistics that acted) -> normalizer merge of the rollout's valid
+                # raw obs, once, after the step. ONE compiled call (rlnorm/update.py) ...
+                next_step = step + steps_per_update
+                if diagnostics is None or not diagnostics.due(next_step):
+                    update = updater.update(step, logger.record_episodes)
+                    metrics = update.metrics
+                else:  # ... or, on a diagnostics update, the same graphs called one by one, so
+                    # that the diagnostics pass sees the update batch before the weights move.
+                    update = updater.collect(step, logger.record_episodes)
+                    diagnostics.before_update(next_step, *update.batch)
+                    metrics = agent.train_step(*update.batch)
+                    diagnostics.after_update(next_step, metrics)
+                    agent.update_normalizer(updater.valid_obs(update.batch))
+                step = next_step
                 if not bool(metrics["update_applied"]):  # NaN/Inf loss or gradient: update skipped
-                    raise_nonfinite_loss(
-                        run_dir, checkpointer, step, metrics, rollout, advantages, returns
-                    )
-
-                # 4. Normalizer: once per rollout, after the step, from the rollout's raw obs.
-                agent.update_normalizer(rollout.obs[rollout.valid > 0])
+                    raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update)
 
                 # 5. Logging.
                 logger.log_update(step, metrics)
@@ -228,7 +206,7 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
             {
                 "run_dir": str(run_dir),
                 "stopped_by": stopped_by or "total_steps",
-                "trace_counts": agent.trace_counts(),
+                "trace_counts": {**agent.trace_counts(), **updater.trace_counts()},
                 "dropped_steps": collector.n_dropped,
                 "first_env_step_time": collector.first_step_time,
                 "peak_rss_mb": peak_rss_mb(),
@@ -264,7 +242,7 @@ def resume_config(run_dir: str | Path, requested: config_lib.Config | None) -> c
     return requested
 
 
-def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, rollout, advantages, returns):
+def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update):
     """Stop on a NaN/Inf loss: save the last good weights, dump the batch's scales, raise."""
     import json
 
@@ -281,11 +259,11 @@ def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, rollout, advantag
     dump = {
         "env_step": step,
         "metrics": {k: float(v) for k, v in metrics.items()},
-        "observations": stats(rollout.obs),
-        "rewards": stats(rollout.rewards),
-        "values": stats(rollout.values),
-        "advantages": stats(advantages),
-        "returns": stats(returns),
+        "observations": stats(update.batch.obs),
+        "rewards": stats(update.rewards),
+        "values": stats(update.values),
+        "advantages": stats(update.batch.advantages),
+        "returns": stats(update.batch.returns),
         "last_good_checkpoint": checkpointer.latest,
     }
     path = Path(run_dir) / "nonfinite_loss.json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import types
+from dataclasses import fields
 
 import fake_envs
 import numpy as np
@@ -18,8 +19,8 @@ import tensorflow as tf
 from fake_envs import EPISODE_LENGTHS, TERMINATES, kind_of, reward_at
 
 from rlnorm.envs import autoreset_mode_of, make_vec_env
-from rlnorm.returns import compute_gae, next_state_values
-from rlnorm.rollout import RolloutCollector
+from rlnorm.rollout import Rollout, RolloutCollector
+from rlnorm.update import targets
 
 ENV = f"{fake_envs.__name__}:{fake_envs.ENV_ID}"
 N_ENVS, N_STEPS, N_ROLLOUTS, GAMMA = 3, 7, 2, 0.9
@@ -51,7 +52,14 @@ class StubAgent:
 def collect(mode: str):
     """N_ROLLOUTS consecutive rollouts (copied: the collector reuses its buffer) and the
     finished episodes the callback saw."""
-    envs = make_vec_env(ENV, N_ENVS, seed=0, vectorization_mode="sync", autoreset_mode=mode)
+    envs = make_vec_env(
+        ENV,
+        N_ENVS,
+        seed=0,
+        vectorization_mode="sync",
+        autoreset_mode=mode,
+        episode_statistics=False,
+    )
     assert autoreset_mode_of(envs) == mode
     collector = RolloutCollector(envs, StubAgent(), N_STEPS, autoreset_mode_of(envs), seed=0)
     episodes = []
@@ -145,15 +153,21 @@ def hand_gae(e, k, t, gamma, lam):
     return advantage, advantage + v_of(e, k)
 
 
+def graph_targets(rollout, lam):
+    """(advantages, returns) [T, B] as training computes them: `rlnorm.update.targets` on the
+    rollout's tensors (TF ops, as inside the update graph)."""
+    as_tensors = Rollout(*(tf.constant(getattr(rollout, f.name)) for f in fields(Rollout)))
+    batch = targets(as_tensors, GAMMA, lam)
+    shape = (N_STEPS, N_ENVS)
+    return batch.advantages.numpy().reshape(shape), batch.returns.numpy().reshape(shape)
+
+
 @pytest.mark.parametrize("lam", [0.0, 0.8, 1.0])
 def test_gae_targets_equal_a_hand_calculation(collected, lam):
     _, rollouts, _ = collected
     checked = 0
     for r in rollouts:
-        next_values = next_state_values(r.values, r.last_values, r.truncated, r.final_values)
-        adv, ret = compute_gae(
-            r.rewards, r.values, next_values, r.terminated, r.dones(), GAMMA, lam
-        )
+        adv, ret = graph_targets(r, lam)
         for t in range(N_STEPS):
             for b in range(N_ENVS):
                 if r.valid[t, b] == 0:
@@ -172,8 +186,7 @@ def test_done_steps_bootstrap_only_on_truncation(collected):
     _, rollouts, _ = collected
     checked = {True: 0, False: 0}
     for r in rollouts:
-        next_values = next_state_values(r.values, r.last_values, r.truncated, r.final_values)
-        _, ret = compute_gae(r.rewards, r.values, next_values, r.terminated, r.dones(), GAMMA, 0.0)
+        _, ret = graph_targets(r, 0.0)
         for t, b in zip(*np.nonzero(r.dones())):
             e, k = (int(x) for x in r.obs[t, b])
             length = k + 1

@@ -36,7 +36,15 @@ SUMMARY_KEYS = {
     "return_curve",
 }
 # Summary fields that measure the machine, not the run (each one added here on purpose).
-WALL_CLOCK = {"wall_seconds", "steps_per_second", "run_dir", "first_env_step_time", "peak_rss_mb"}
+WALL_CLOCK = {
+    "wall_seconds",
+    "steps_per_second",
+    "steady_steps_per_second",
+    "first_update_seconds",
+    "run_dir",
+    "first_env_step_time",
+    "peak_rss_mb",
+}
 STEP_TAGS = (
     "charts/episodic_return",
     "charts/episodic_length",

@@ -1,0 +1,158 @@
+"""One A2C update as ONE compiled call: rollout -> targets -> train step -> normalizer merge.
+
+`rlnorm.train` calls `Updater.update()` once per update. The graph runs, in this order:
+
+    1. rollout: n_steps of act (inference mode) + env step (`RolloutCollector`, the env is
+       stepped from inside the graph by `tf.numpy_function`); RAW observations stored;
+    2. targets: rewards scaled (if norm_reward), GAE(lambda), V(final obs) on truncation;
+    3. train step (training mode), with the normalizer statistics that acted;
+    4. the normalizer merges the rollout's valid raw observations, once, AFTER the step.
+
+Why one call: on this CPU a `tf.function` call costs 0.15-0.4 ms before any arithmetic, and
+an update of CartPole x8 x5 steps does only ~4 ms of work in all. The loop as separate calls
+(rollout, NumPy targets, train_step, normalizer merge) spent 7.5 ms per update; one call
+spends about 4 ms (benchmarks/throughput.py). The call goes through the traced concrete
+function, which skips `tf.function`'s per-call argument binding (another ~0.2 ms).
+
+`collect()` runs steps 1-2 alone and returns the batch: a diagnostics update uses it, then
+`A2CAgent.train_step` and `A2CAgent.update_normalizer`, so the diagnostics pass sees the
+batch before the weights move. Both paths trace the same Python functions, so they compute
+the same numbers (tests/test_update.py checks it).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from rlnorm.agent import compile_function
+from rlnorm.returns import compute_gae, next_state_values
+from rlnorm.rollout import Rollout
+
+
+class Batch(NamedTuple):
+    """A flattened update batch (N = n_steps * n_envs), as `A2CAgent.train_step` takes it."""
+
+    obs: tf.Tensor  # raw [N, *obs_shape]
+    actions: tf.Tensor  # int32 [N] or float32 [N, d] (unclipped)
+    advantages: tf.Tensor  # float32 [N]
+    returns: tf.Tensor  # float32 [N]
+    valid: tf.Tensor  # float32 [N], 0 for NEXT_STEP reset steps and dropped steps
+
+
+class UpdateOutput(NamedTuple):
+    batch: Batch
+    rewards: tf.Tensor  # float32 [N], raw env rewards (the NaN-loss dump reports them)
+    values: tf.Tensor  # float32 [N], V(s_t) at acting time
+    log_probs: tf.Tensor  # float32 [N], log-prob of the action at acting time
+    metrics: dict  # train-step metrics (scalars); {} from `collect`
+
+
+def flatten(x):
+    """[T, B, ...] -> [T * B, ...] (static shapes)."""
+    return tf.reshape(x, [x.shape[0] * x.shape[1], *x.shape[2:]])
+
+
+def targets(rollout: Rollout, gamma: float, gae_lambda: float, reward_scaler=None) -> Batch:
+    """Step 2 on a Rollout of tensors [T, B]: rewards scaled by the running std of the
+    discounted return (if `reward_scaler`), GAE(lambda) with V(final obs) on truncation and 0
+    on termination; returns the flattened update batch (row t * B + b)."""
+    rewards = rollout.rewards
+    if reward_scaler is not None:
+        rewards = reward_scaler.scale_rollout(rewards, rollout.dones())
+    next_values = next_state_values(
+        rollout.values, rollout.last_values, rollout.truncated, rollout.final_values
+    )
+    advantages, returns = compute_gae(
+        rewards,
+        rollout.values,
+        next_values,
+        rollout.terminated,
+        rollout.dones(),
+        gamma,
+        gae_lambda,
+    )
+    return Batch(
+        flatten(rollout.obs),
+        flatten(rollout.actions),
+        flatten(advantages),
+        flatten(returns),
+        flatten(rollout.valid),
+    )
+
+
+class Updater:
+    """The compiled update of the Python-stepped loop; holds the current observation."""
+
+    def __init__(self, agent, collector, reward_scaler=None):
+        self.agent, self.collector, self.reward_scaler = agent, collector, reward_scaler
+        config = agent.config
+        self.gamma, self.gae_lambda = config.gamma, config.gae_lambda
+        mode = config.compile
+        # With compile = "xla" the train step is its own XLA cluster inside the update graph
+        # (the graph as a whole holds the env's numpy_function, which XLA cannot compile).
+        self._train_step = (
+            compile_function(agent._train_step, None, mode) if mode == "xla" else agent._train_step
+        )
+        spec = [collector.obs_spec]
+        # Only explicit tf.cond inside: autograph would only add tracing time.
+        plain = tf.autograph.experimental.do_not_convert
+        self.collect_fn = compile_function(plain(self._collect), spec, mode, jit=False)
+        self.update_fn = compile_function(plain(self._update), spec, mode, jit=False)
+        self._update_call = None  # the concrete function, traced at the first update
+
+    # -- the graphs ---------------------------------------------------------------------------
+    def _collect(self, obs):
+        """Steps 1-2: rollout and targets. Returns (next obs, UpdateOutput without metrics)."""
+        rollout, next_obs = self.collector.rollout_graph(obs)
+        batch = targets(rollout, self.gamma, self.gae_lambda, self.reward_scaler)
+        flat = {k: flatten(getattr(rollout, k)) for k in ("rewards", "values", "log_probs")}
+        return next_obs, UpdateOutput(batch, **flat, metrics={})
+
+    def _update(self, obs):
+        """Steps 1-4 in one graph. Returns (next obs, UpdateOutput)."""
+        next_obs, out = self._collect(obs)
+        batch = out.batch
+        metrics = self._train_step(*batch)
+        normalizer = self.agent.normalizer
+
+        def merge():
+            normalizer.merge(tf.boolean_mask(batch.obs, batch.valid > 0))
+            return tf.constant(True)
+
+        # A skipped update (NaN/Inf loss) leaves the normalizer as it was too, so the loop can
+        # save the last good state. Training never freezes the normalizer (evaluation and
+        # export do); that flag is read at trace time.
+        if not normalizer.frozen:
+            tf.cond(metrics["update_applied"], merge, lambda: tf.constant(False))
+        return next_obs, out._replace(metrics=metrics)
+
+    # -- the Python side --------------------------------------------------------------------------
+    def update(self, env_step: int, episode_callback) -> UpdateOutput:
+        """One whole update (one compiled call); finished episodes go to `episode_callback`."""
+        if self._update_call is None:
+            fn = self.update_fn
+            self._update_call = (
+                fn if self.agent.config.compile == "eager" else (fn.get_concrete_function())
+            )
+        return self.collector.run(self._update_call, env_step, episode_callback)
+
+    def collect(self, env_step: int, episode_callback) -> UpdateOutput:
+        """Rollout and targets only (a diagnostics update); no weight or normalizer change."""
+        return self.collector.run(self.collect_fn, env_step, episode_callback)
+
+    def trace_counts(self) -> dict[str, int]:
+        """Traces of the update graphs (1 each once used: the signature is fixed)."""
+        fns = {"update": self.update_fn, "collect": self.collect_fn}
+        return {
+            k: int(f.experimental_get_tracing_count())
+            for k, f in fns.items()
+            if hasattr(f, "experimental_get_tracing_count")
+        }
+
+    @staticmethod
+    def valid_obs(batch: Batch) -> np.ndarray:
+        """The batch's valid raw observations (what the normalizer merges)."""
+        return np.asarray(batch.obs)[np.asarray(batch.valid) > 0]
