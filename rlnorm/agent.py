@@ -98,9 +98,10 @@ class A2CAgent(tf.Module):
     def _act(self, obs):
         """Sample actions in inference mode (BatchNorm: moving statistics).
         Returns (action, log_prob float32 [B], value float32 [B])."""
-        dist = self.policy.distribution(obs, training=False)
+        x = self.normalizer(obs)  # once, for both networks
+        dist = self.policy.distribution(obs, training=False, normalized_obs=x)
         action = dist.sample(self.rng)
-        return action, dist.log_prob(action), self.value.value(obs, training=False)
+        return action, dist.log_prob(action), self.value.value(obs, normalized_obs=x)
 
     def _act_deterministic(self, obs):
         return self.policy.distribution(obs, training=False).mode()
@@ -118,10 +119,11 @@ class A2CAgent(tf.Module):
         c = self.config
         records = records or {"policy": None, "value": None}
         mask = valid > 0  # masked steps stay out of BatchNorm's batch statistics too
+        x = self.normalizer(obs)  # once, for both networks (not differentiated: no weights)
         with tf.GradientTape() as tape:
-            dist = self.policy.distribution(obs, training=True, record=records["policy"], mask=mask)
+            dist = self.policy.distribution(obs, True, records["policy"], mask, normalized_obs=x)
             log_prob = dist.log_prob(actions)
-            values = self.value.value(obs, training=True, record=records["value"], mask=mask)
+            values = self.value.value(obs, True, records["value"], mask, normalized_obs=x)
             losses = a2c_loss(
                 log_prob,
                 dist.entropy(),

@@ -124,14 +124,21 @@ class Network(tf.Module):
         return [w for layer in self.keras_layers for w in layer.non_trainable_weights]
 
     def __call__(
-        self, raw_obs, training: bool = False, record: dict | None = None, mask=None
+        self,
+        raw_obs,
+        training: bool = False,
+        record: dict | None = None,
+        mask=None,
+        normalized_obs=None,
     ) -> tf.Tensor:
         """Forward pass. `training` selects BatchNorm's batch statistics (the update) or moving
         statistics (acting, bootstrapping, evaluation). If `record` is a dict, it is filled with
         the hidden activations (`layer{i}/pre_norm`, `layer{i}/post_norm`, `layer{i}/out`) and the
         normalized input, for the diagnostics (no cost when None). `mask` (bool [B]) keeps
-        masked rows out of plain BatchNorm's batch statistics in training mode."""
-        x = self.normalizer.normalize(raw_obs)
+        masked rows out of plain BatchNorm's batch statistics in training mode.
+        `normalized_obs`, if given, is `self.normalizer(raw_obs)` already computed: the agent
+        normalizes once for both networks (a dozen graph ops fewer per env step)."""
+        x = self.normalizer.normalize(raw_obs) if normalized_obs is None else normalized_obs
         if record is not None:
             record["input"] = x
         for i, (dense, norm_layer) in enumerate(
@@ -188,8 +195,15 @@ class PolicyNetwork(Network):
                 np.full([out_dim], log_std_init, np.float32), trainable=True, name="log_std"
             )
 
-    def distribution(self, raw_obs, training: bool = False, record: dict | None = None, mask=None):
-        out = self(raw_obs, training=training, record=record, mask=mask)
+    def distribution(
+        self,
+        raw_obs,
+        training: bool = False,
+        record: dict | None = None,
+        mask=None,
+        normalized_obs=None,
+    ):
+        out = self(raw_obs, training, record, mask, normalized_obs)
         if self.discrete:
             return Categorical(out)
         return DiagGaussian(out, tf.convert_to_tensor(self.log_std))
@@ -220,9 +234,14 @@ class ValueNetwork(Network):
         )
 
     def value(
-        self, raw_obs, training: bool = False, record: dict | None = None, mask=None
+        self,
+        raw_obs,
+        training: bool = False,
+        record: dict | None = None,
+        mask=None,
+        normalized_obs=None,
     ) -> tf.Tensor:
-        return tf.squeeze(self(raw_obs, training=training, record=record, mask=mask), axis=-1)
+        return tf.squeeze(self(raw_obs, training, record, mask, normalized_obs), axis=-1)
 
 
 def build_networks(config, observation_space: gym.Space, action_space: gym.Space):

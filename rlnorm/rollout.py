@@ -108,6 +108,7 @@ class RolloutCollector:
         self._error: str | None = None
         obs, _ = envs.reset(seed=seed)
         self.obs = self._check_obs(np.asarray(obs, self.obs_dtype.as_numpy_dtype))
+        self.next_valid = (~self.bad_obs).astype(np.float32)  # valid flags of the next step
         self._raise_pending_error()
         self.obs_spec = tf.TensorSpec([self.n_envs, *self.obs_shape], self.obs_dtype)
         # Acting math under XLA when asked; the rollout graph itself holds a numpy_function,
@@ -168,12 +169,9 @@ class RolloutCollector:
     def _env_step(self, action: np.ndarray):
         """NumPy side of one vector step (called from the graph). Returns the next and the final
         obs stacked [2, B, ...] (they differ where SAME_STEP autoreset reset an env) and
-        float32 [4, B]: reward, terminated, truncated, valid."""
-        valid = np.ones(self.n_envs, np.float32)
-        counted = ~self.prev_done if self.autoreset_mode == "next_step" else True
-        if self.autoreset_mode == "next_step":
-            valid[self.prev_done] = 0.0  # the reset step: action ignored, not a transition
-        valid[self.bad_obs] = 0.0
+        float32 [4, B]: reward, terminated, truncated, valid. Runs 8 x 5 times per CartPole
+        update, so it avoids NumPy calls it does not need (each costs 1-5 us here)."""
+        valid = self.next_valid  # 0 for a NEXT_STEP reset step or a step from a bad obs
         next_obs, reward, terminated, truncated, info = self.envs.step(action)
         if self.first_step_time is None:
             self.first_step_time = time.time()
@@ -181,24 +179,30 @@ class RolloutCollector:
         bad_reward = check_finite(reward, "reward", self.env_step)
         if bad_reward is not None:
             reward = self._handle_nonfinite(reward, bad_reward, "reward")
-            valid[bad_reward] = 0.0
+            valid = np.where(bad_reward, 0.0, valid)
         next_obs = np.asarray(next_obs, self.obs_dtype.as_numpy_dtype)
-        obs_pair = np.stack([next_obs, next_obs])  # NEXT_STEP: a done step's obs IS the final obs
+        obs_pair = np.empty((2, *next_obs.shape), next_obs.dtype)
+        obs_pair[1] = next_obs  # NEXT_STEP: the obs returned at a done step IS the final obs
         if self.autoreset_mode == "same_step" and "_final_obs" in info and info["_final_obs"].any():
             idx = np.flatnonzero(info["_final_obs"])
             obs_pair[1, idx] = np.stack(info["final_obs"][idx])
-        # Episode statistics (finite rewards: a dropped reward counts as 0).
+        # Episode statistics (finite rewards: a dropped reward counts as 0). A NEXT_STEP reset
+        # step (reward 0) is not part of any episode.
         done = terminated | truncated
-        self.episode_return += np.where(counted, reward, 0.0)
-        self.episode_length += counted
+        self.episode_return += reward
+        self.episode_length += 1 if self.autoreset_mode == "same_step" else ~self.prev_done
         if done.any():
             self._episodes.append((self.episode_return[done], self.episode_length[done]))
-            self.episode_return = np.where(done, 0.0, self.episode_return)
-            self.episode_length = np.where(done, 0, self.episode_length)
+            self.episode_return[done] = 0.0
+            self.episode_length[done] = 0
         self.prev_done = done
         self.env_step += self.n_envs
         obs_pair[0] = self._check_obs(next_obs)
-        return obs_pair, np.stack([reward, terminated, truncated, valid]).astype(np.float32)
+        skip_next = self.bad_obs | done if self.autoreset_mode == "next_step" else self.bad_obs
+        self.next_valid = (~skip_next).astype(np.float32)
+        scalars = np.empty((4, self.n_envs), np.float32)
+        scalars[0], scalars[1], scalars[2], scalars[3] = reward, terminated, truncated, valid
+        return obs_pair, scalars
 
     # -- one call ----------------------------------------------------------------------------
     def run(self, graph_fn, env_step: int, episode_callback):

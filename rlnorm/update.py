@@ -116,17 +116,13 @@ class Updater:
         next_obs, out = self._collect(obs)
         batch = out.batch
         metrics = self._train_step(*batch)
-        normalizer = self.agent.normalizer
-
-        def merge():
-            normalizer.merge(tf.boolean_mask(batch.obs, batch.valid > 0))
-            return tf.constant(True)
-
-        # A skipped update (NaN/Inf loss) leaves the normalizer as it was too, so the loop can
-        # save the last good state. Training never freezes the normalizer (evaluation and
-        # export do); that flag is read at trace time.
-        if not normalizer.frozen:
-            tf.cond(metrics["update_applied"], merge, lambda: tf.constant(False))
+        # The normalizer merges the valid raw obs of an applied update: a skipped one (NaN/Inf
+        # loss) merges an empty batch, which changes nothing, so the loop can save the last
+        # good state. Training never freezes the normalizer (evaluation and export do); that
+        # flag is read at trace time.
+        if not self.agent.normalizer.frozen:
+            keep = tf.logical_and(batch.valid > 0, metrics["update_applied"])
+            self.agent.normalizer.merge(tf.boolean_mask(batch.obs, keep))
         return next_obs, out._replace(metrics=metrics)
 
     # -- the Python side --------------------------------------------------------------------------
