@@ -61,11 +61,16 @@ def action_spec(space: gym.Space) -> tf.TensorSpec:
 
 def compile_function(fn, input_signature, mode: str, jit: bool | None = None):
     """THE place rlnorm applies `tf.function`: fixed signature, XLA when mode == "xla",
-    untouched when mode == "eager" (debugging)."""
+    untouched when mode == "eager" (debugging). No autograph: rlnorm's graphs use explicit
+    `tf.cond` and Python loops over static sizes only, and autograph's conversion would add
+    tracing time (up to ~1 s per function here) before the first env step."""
     if mode == "eager":
         return fn
     return tf.function(
-        fn, input_signature=input_signature, jit_compile=(mode == "xla") if jit is None else jit
+        fn,
+        input_signature=input_signature,
+        jit_compile=(mode == "xla") if jit is None else jit,
+        autograph=False,
     )
 
 

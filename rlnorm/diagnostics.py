@@ -1,7 +1,10 @@
 """Scale diagnostics (issue #4): the scales inside the agent, policy and value side by side.
 
 Every `diagnostics_every` env steps (and at the first update) the training loop calls
-    before_update(step, *batch)   ONE compiled pass on the update batch, before the weights move
+    capture()                     the variables' values before the update, then the update, then
+    record_update(step, batch, metrics, captured), which runs
+    before_update(step, *batch)   ONE compiled pass on the update batch, with the variables as
+                                  they were before the update (restored from `captured`)
     after_update(step, metrics)   this module reduces, writes and checks the alarms
 Histograms of weights and activations follow at `histograms_every`. At construction the run
 gets its custom-scalars layout (policy and value on one chart) and its HParams session.
@@ -101,6 +104,12 @@ class ScaleDiagnostics:
         # The state a training-mode forward pass assigns: BatchNorm moving statistics (and the
         # rlnorm variants' step counters). The diagnostic pass saves and restores it.
         self.state = [w for n in NETS for w in self.nets[n].non_trainable_weights]
+        # Everything the diagnostic pass reads that an update changes.
+        norm = agent.normalizer
+        nets = [self.nets[n] for n in NETS]
+        self.variables = [w for net in nets for w in net.trainable_weights]
+        self.variables += [w for net in nets for w in net.non_trainable_weights]
+        self.variables += [norm.count, norm.mean, norm.var]
         self.groups = {n: layer_groups(self.nets[n]) for n in NETS}
         self.alarms = ScaleAlarms(config)
         self.last: dict[str, float] = {}
@@ -165,6 +174,25 @@ class ScaleDiagnostics:
         return t
 
     # -- the training loop's calls ---------------------------------------------------------------
+    def capture(self) -> list[np.ndarray]:
+        """The values of the variables the diagnostic pass reads, before an update."""
+        return [v.numpy() for v in self.variables]
+
+    def record_update(self, step, batch, metrics, captured: list[np.ndarray]) -> None:
+        """The diagnostics of an update that has run (ONE compiled call, `rlnorm.update`): the
+        diagnostic pass runs on its batch with the weights, BatchNorm statistics and normalizer
+        put back as `capture()` saw them, so it sees the update's own forward pass and
+        gradients; then the updated values return (exactly: whole arrays are assigned)."""
+        updated = self.capture()
+        for v, x in zip(self.variables, captured, strict=True):
+            v.assign(x)
+        try:
+            self.before_update(step, *batch)
+        finally:
+            for v, x in zip(self.variables, updated, strict=True):
+                v.assign(x)
+        self.after_update(step, metrics)
+
     def before_update(self, step, obs, actions, advantages, returns, valid) -> None:
         """Run the diagnostic pass on the update batch; keep copies of the weights, the
         normalizer and BatchNorm statistics as they are before the update."""

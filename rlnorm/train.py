@@ -163,18 +163,14 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
                 # 1-4. rollout (inference mode, RAW obs stored) -> targets (GAE; V(final obs)
                 # on truncation, 0 on termination) -> gradient step (training mode, with the
                 # normalizer statistics that acted) -> normalizer merge of the rollout's valid
-                # raw obs, once, after the step. ONE compiled call (rlnorm/update.py) ...
+                # raw obs, once, after the step. ONE compiled call (rlnorm/update.py).
                 next_step = step + steps_per_update
-                if diagnostics is None or not diagnostics.due(next_step):
-                    update = updater.update(step, logger.record_episodes)
-                    metrics = update.metrics
-                else:  # ... or, on a diagnostics update, the same graphs called one by one, so
-                    # that the diagnostics pass sees the update batch before the weights move.
-                    update = updater.collect(step, logger.record_episodes)
-                    diagnostics.before_update(next_step, *update.batch)
-                    metrics = agent.train_step(*update.batch)
-                    diagnostics.after_update(next_step, metrics)
-                    agent.update_normalizer(updater.valid_obs(update.batch))
+                diagnose = diagnostics is not None and diagnostics.due(next_step)
+                before = diagnostics.capture() if diagnose else None
+                update = updater.update(step, logger.record_episodes)
+                metrics = update.metrics
+                if diagnose:  # the update's batch, with the variables as they were before it
+                    diagnostics.record_update(next_step, update.batch, metrics, before)
                 step = next_step
                 if not bool(metrics["update_applied"]):  # NaN/Inf loss or gradient: update skipped
                     raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update)

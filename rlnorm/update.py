@@ -14,17 +14,14 @@ an update of CartPole x8 x5 steps does only ~4 ms of work in all. The loop as se
 spends about 4 ms (benchmarks/throughput.py). The call goes through the traced concrete
 function, which skips `tf.function`'s per-call argument binding (another ~0.2 ms).
 
-`collect()` runs steps 1-2 alone and returns the batch: a diagnostics update uses it, then
-`A2CAgent.train_step` and `A2CAgent.update_normalizer`, so the diagnostics pass sees the
-batch before the weights move. Both paths trace the same Python functions, so they compute
-the same numbers (tests/test_update.py checks it).
+A diagnostics update is the same call: `ScaleDiagnostics.record_update` then runs its pass on
+the returned batch with the variables put back as they were before the update.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import tensorflow as tf
 
 from rlnorm.agent import compile_function
@@ -47,7 +44,7 @@ class UpdateOutput(NamedTuple):
     rewards: tf.Tensor  # float32 [N], raw env rewards (the NaN-loss dump reports them)
     values: tf.Tensor  # float32 [N], V(s_t) at acting time
     log_probs: tf.Tensor  # float32 [N], log-prob of the action at acting time
-    metrics: dict  # train-step metrics (scalars); {} from `collect`
+    metrics: dict  # train-step metrics (scalars)
 
 
 def flatten(x):
@@ -96,59 +93,40 @@ class Updater:
         self._train_step = (
             compile_function(agent._train_step, None, mode) if mode == "xla" else agent._train_step
         )
-        spec = [collector.obs_spec]
-        # Only explicit tf.cond inside: autograph would only add tracing time.
-        plain = tf.autograph.experimental.do_not_convert
-        self.collect_fn = compile_function(plain(self._collect), spec, mode, jit=False)
-        self.update_fn = compile_function(plain(self._update), spec, mode, jit=False)
+        self.update_fn = compile_function(self._update, [collector.obs_spec], mode, jit=False)
         self._update_call = None  # the concrete function, traced at the first update
 
     # -- the graphs ---------------------------------------------------------------------------
-    def _collect(self, obs):
-        """Steps 1-2: rollout and targets. Returns (next obs, UpdateOutput without metrics)."""
-        rollout, next_obs = self.collector.rollout_graph(obs)
-        batch = targets(rollout, self.gamma, self.gae_lambda, self.reward_scaler)
-        flat = {k: flatten(getattr(rollout, k)) for k in ("rewards", "values", "log_probs")}
-        return next_obs, UpdateOutput(batch, **flat, metrics={})
-
     def _update(self, obs):
-        """Steps 1-4 in one graph. Returns (next obs, UpdateOutput)."""
-        next_obs, out = self._collect(obs)
-        batch = out.batch
+        """The four steps in one graph. obs: the current raw obs [B, ...]. Returns (next obs,
+        UpdateOutput)."""
+        # 1. Rollout, acting in inference mode (BatchNorm: moving statistics).
+        rollout, next_obs = self.collector.rollout_graph(obs)
+        # 2. Targets.
+        batch = targets(rollout, self.gamma, self.gae_lambda, self.reward_scaler)
+        # 3. Gradient step (training mode), with the normalizer statistics that acted.
         metrics = self._train_step(*batch)
-        # The normalizer merges the valid raw obs of an applied update: a skipped one (NaN/Inf
-        # loss) merges an empty batch, which changes nothing, so the loop can save the last
-        # good state. Training never freezes the normalizer (evaluation and export do); that
-        # flag is read at trace time.
+        # 4. The normalizer merges the valid raw obs of an applied update: a skipped update
+        # (NaN/Inf loss) merges an empty batch, which changes nothing, so the loop can save the
+        # last good state. Training never freezes the normalizer (evaluation and export do);
+        # that flag is read at trace time.
         if not self.agent.normalizer.frozen:
             keep = tf.logical_and(batch.valid > 0, metrics["update_applied"])
             self.agent.normalizer.merge(tf.boolean_mask(batch.obs, keep))
-        return next_obs, out._replace(metrics=metrics)
+        acting = [flatten(x) for x in (rollout.rewards, rollout.values, rollout.log_probs)]
+        return next_obs, UpdateOutput(batch, *acting, metrics)
 
     # -- the Python side --------------------------------------------------------------------------
     def update(self, env_step: int, episode_callback) -> UpdateOutput:
         """One whole update (one compiled call); finished episodes go to `episode_callback`."""
         if self._update_call is None:
-            fn = self.update_fn
-            self._update_call = (
-                fn if self.agent.config.compile == "eager" else (fn.get_concrete_function())
-            )
+            eager = self.agent.config.compile == "eager"
+            self._update_call = self.update_fn if eager else self.update_fn.get_concrete_function()
         return self.collector.run(self._update_call, env_step, episode_callback)
 
-    def collect(self, env_step: int, episode_callback) -> UpdateOutput:
-        """Rollout and targets only (a diagnostics update); no weight or normalizer change."""
-        return self.collector.run(self.collect_fn, env_step, episode_callback)
-
     def trace_counts(self) -> dict[str, int]:
-        """Traces of the update graphs (1 each once used: the signature is fixed)."""
-        fns = {"update": self.update_fn, "collect": self.collect_fn}
-        return {
-            k: int(f.experimental_get_tracing_count())
-            for k, f in fns.items()
-            if hasattr(f, "experimental_get_tracing_count")
-        }
-
-    @staticmethod
-    def valid_obs(batch: Batch) -> np.ndarray:
-        """The batch's valid raw observations (what the normalizer merges)."""
-        return np.asarray(batch.obs)[np.asarray(batch.valid) > 0]
+        """Traces of the update graph (1 once used: the signature is fixed)."""
+        fn = self.update_fn
+        if not hasattr(fn, "experimental_get_tracing_count"):  # compile = "eager"
+            return {}
+        return {"update": int(fn.experimental_get_tracing_count())}

@@ -335,6 +335,30 @@ def test_auto_reset_same_step_semantics():
     assert seen_done.all()
 
 
+@pytest.mark.parametrize("every", [16, 2], ids=["few_done", "many_done"])
+def test_every_done_env_gets_its_own_reset_state(every):
+    """Few dones draw only `reset_rows` fresh states, many draw N (see TFVecEnv._draw_resets):
+    either way each done row gets a distinct in-range state, the others are untouched, and
+    the XLA-compiled step takes the same branch (same key, same states up to the last bit)."""
+    n = 64
+    env = make_tf_env("CartPole-v1", n_envs=n)
+    done = np.arange(n) % every == 0
+    assert (done.sum() <= env.reset_rows) == (every == 16)
+    physics = np.where(done[:, None], [2.39, 1.0, 0.0, 0.0], [0.01, 0.0, 0.0, 0.0])
+    state = env.state_from_physics(physics, seed=11)
+    action = np.ones(n, np.int32)
+    stepped, _, _ = env.dynamics.transition(state.physics, action, state.elapsed)
+    new, out = env.step(state, action)
+    np.testing.assert_array_equal(out.terminated.numpy(), done)
+    fresh = new.physics.numpy()[done]
+    assert (np.abs(fresh) <= 0.05).all()
+    assert len(np.unique(fresh, axis=0)) == done.sum()
+    np.testing.assert_array_equal(new.physics.numpy()[~done], stepped.numpy()[~done])
+    compiled, _ = tf.function(env.step, jit_compile=True)(state, action)
+    np.testing.assert_array_equal(compiled.key.numpy(), new.key.numpy())
+    np.testing.assert_allclose(compiled.physics.numpy(), new.physics.numpy(), rtol=0, atol=2e-15)
+
+
 def test_time_limit_and_termination_can_coincide_like_gymnasium():
     """TimeLimit sets truncated whenever elapsed >= max_episode_steps, even on a terminating
     step, so both flags are True together -- checked against Gymnasium itself."""

@@ -1,7 +1,7 @@
 """The update graph (`rlnorm.update`): ONE compiled call runs rollout -> targets -> train step ->
 normalizer merge. Checked against NumPy over the observations the update itself reports,
-against the acting-time log-probs (the order of the four steps), and against the split path
-that a diagnostics update takes.
+against the acting-time log-probs (the order of the four steps), and, for a diagnostics
+update, against the diagnostic pass run by hand before a plain train_step.
 """
 
 from __future__ import annotations
@@ -60,32 +60,45 @@ def test_update_steps_with_acting_statistics_then_merges_exactly_the_valid_obs(a
     assert norm.count.numpy() == len(everything)
     np.testing.assert_allclose(norm.mean.numpy(), everything.mean(axis=0), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(norm.var.numpy(), everything.var(axis=0), rtol=1e-10)
-    assert episodes and updater.trace_counts() == {"update": 1, "collect": 0}
+    assert episodes and updater.trace_counts() == {"update": 1}
 
 
-def test_one_call_update_equals_the_split_path_of_a_diagnostics_update():
-    """Two agents with the same seed: one takes whole updates, the other the split path
-    (collect, then train_step, then update_normalizer) as train.py does on a diagnostics
-    update. Weights, normalizer and metrics stay equal."""
-    envs_a, agent_a, fused = make_updater(CONFIG)
-    envs_b, agent_b, split = make_updater(CONFIG)
-    for i in range(10):
-        out_a = fused.update(i * 20, lambda r, n: None)
-        out_b = split.collect(i * 20, lambda r, n: None)
-        metrics_b = agent_b.train_step(*out_b.batch)
-        agent_b.update_normalizer(split.valid_obs(out_b.batch))
-        np.testing.assert_allclose(out_a.batch.obs.numpy(), out_b.batch.obs.numpy(), rtol=1e-6)
-        for key in ("policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm"):
-            np.testing.assert_allclose(
-                out_a.metrics[key].numpy(), metrics_b[key].numpy(), rtol=1e-5, err_msg=key
-            )
-    for a, b in zip(agent_a.trainable_variables, agent_b.trainable_variables, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=a.name)
-    for name in ("count", "mean", "var"):
-        np.testing.assert_allclose(
-            getattr(agent_a.normalizer, name).numpy(),
-            getattr(agent_b.normalizer, name).numpy(),
-            rtol=1e-12,
-        )
-    envs_a.close()
-    envs_b.close()
+def test_diagnostics_of_an_update_see_the_variables_from_before_it():
+    """`record_update` after the one-call update writes what `before_update` on the same batch
+    and pre-update state, then the same update as `train_step`, writes; and it leaves the
+    updated variables in place."""
+    import tensorflow as tf
+
+    from rlnorm.diagnostics import ScaleDiagnostics
+
+    config = CONFIG.replace(policy_norm="batch", value_norm="layer")
+    envs, agent, updater = make_updater(config)
+    for i in range(3):
+        updater.update(i * 20, lambda r, n: None)
+    diagnostics = ScaleDiagnostics(agent, tf.summary.create_noop_writer(), config)
+    captured = diagnostics.capture()
+    optimizer_vars = agent.policy_optimizer.variables + agent.value_optimizer.variables
+    optimizer_state = [v.numpy() for v in optimizer_vars]
+    out = updater.update(60, lambda r, n: None)
+    updated = diagnostics.capture()
+    diagnostics.record_update(80, out.batch, out.metrics, captured)
+    after_record = diagnostics.capture()
+    for a, b in zip(updated, after_record, strict=True):
+        np.testing.assert_array_equal(a, b)
+    written = diagnostics.last
+
+    # Reference: restore the whole pre-update state (optimizer slots too) by hand, diagnose,
+    # and take the update by the plain train_step on the same batch.
+    for v, x in zip(
+        diagnostics.variables + optimizer_vars, captured + optimizer_state, strict=True
+    ):
+        v.assign(x)
+    reference = ScaleDiagnostics(agent, tf.summary.create_noop_writer(), config)
+    reference.before_update(80, *out.batch)
+    agent.train_step(*out.batch)
+    agent.update_normalizer(out.batch.obs.numpy()[out.batch.valid.numpy() > 0])
+    reference.after_update(80, out.metrics)
+    assert written.keys() == reference.last.keys()
+    for key, value in reference.last.items():
+        np.testing.assert_allclose(written[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
+    envs.close()

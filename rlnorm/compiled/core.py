@@ -141,6 +141,7 @@ class TFVecEnv:
         self.obs_dim = int(dynamics.obs_dim)
         self.state_dim = int(dynamics.state_dim)
         self.max_episode_steps = int(dynamics.max_episode_steps)
+        self.reset_rows = -(-self.n_envs // 8)  # fresh states drawn per step, see _draw_resets
         self.is_discrete = isinstance(self.action_space, gym.spaces.Discrete)
         # Discrete: number of actions; Box: flat action size.
         self.n_actions = int(self.action_space.n) if self.is_discrete else None
@@ -185,6 +186,26 @@ class TFVecEnv:
         bits = tf.reshape(bits, [self.n_envs, self.state_dim])
         return key, self.dynamics.sample_initial(bits)
 
+    def _draw_resets(self, key: tf.Tensor, done: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(next key, physics float64 [N, k] holding a fresh reset state in every `done` row;
+        the other rows are unspecified, to be dropped with tf.where).
+
+        Drawing N fresh states every step cost ~40% of a CartPole step. Few episodes end
+        per step (~5% of envs under a random policy, ~0.2% once CartPole is solved), so
+        usually only `reset_rows` (N/8) states are drawn and handed out to the done rows in
+        index order; a step where more end draws all N. Each done row still gets its own
+        independent draw; the branch depends only on `done`, so graph and XLA agree."""
+        rows = self.reset_rows
+        n_done = tf.reduce_sum(tf.cast(done, tf.int32))
+
+        def few():
+            next_key, bits = random_bits(key, rows * self.state_dim)
+            fresh = self.dynamics.sample_initial(tf.reshape(bits, [rows, self.state_dim]))
+            rank = tf.cumsum(tf.cast(done, tf.int32), exclusive=True)  # among the done rows
+            return next_key, tf.gather(fresh, tf.minimum(rank, rows - 1))
+
+        return tf.cond(n_done <= rows, few, lambda: self._draw_initial(key))
+
     def _check_physics(self, physics) -> tf.Tensor:
         physics = tf.cast(physics, tf.float64)
         physics.shape.assert_is_compatible_with([self.n_envs, self.state_dim])
@@ -207,9 +228,7 @@ class TFVecEnv:
         done = tf.logical_or(terminated, truncated)
         final_obs = self.dynamics.observe(physics)
 
-        # A fresh reset is drawn for every row on every step and selected with tf.where: the
-        # graph stays branch-free (XLA-friendly) and the cost is a few random numbers per env.
-        key, fresh = self._draw_initial(state.key)
+        key, fresh = self._draw_resets(state.key, done)
         physics = tf.where(done[:, None], fresh, physics)
         elapsed = tf.where(done, tf.zeros_like(elapsed), elapsed)
         obs = tf.where(done[:, None], self.dynamics.observe(fresh), final_obs)
