@@ -3,13 +3,15 @@ CartPole-v1 with the recipe agents/cartpole_compiled.py. Prints one JSON object.
 
     python benchmarks/compiled_train.py [--n-envs 256,1024,4096] [--seeds 0,1,2]
                                         [--modes graph,xla] [--xla-cache DIR] [--no-solve]
+                                        [--n-steps 8]
 
 Each figure is taken for each compile mode of --modes: "xla" (jit_compile=True: slow to
 compile, fastest per step) and "graph" (plain tf.function: quick to build).
-throughput: for each N, the recipe with n_envs = N: `CompiledLoop.run`'s first call (trace +
-XLA compile + one update) is `compile_seconds`; then the best of --repeats calls of as many
-whole updates (rollout, GAE, train step, normalizer merge) as make about --steps env steps
-gives env-steps/s, per wall second and per CPU second of this process (all threads).
+throughput: for each N, the recipe with n_envs = N (and n_steps = --n-steps, if given):
+`CompiledLoop.run`'s first call (trace + XLA compile + one update) is `compile_seconds`; then
+the best of --repeats calls of as many whole updates (rollout, GAE, train step, normalizer
+merge) as make about --steps env steps gives env-steps/s, per wall second and per CPU second
+of this process (all threads; TensorFlow's default thread pools, i.e. one thread per core).
 solve: for each seed, a fresh Python process trains the recipe until the last-100 mean return
 reaches 475: `train_seconds` is the wall time of `train_compiled` (env, agent, tracing, XLA
 compile, training, logging, checkpoints), `process_seconds` adds Python start-up and the
@@ -61,7 +63,7 @@ def recipe_config():
     return recipe.CONFIG
 
 
-def throughput(n_envs: int, mode: str, steps: float, repeats: int) -> dict:
+def throughput(n_envs: int, mode: str, steps: float, repeats: int, n_steps=None) -> dict:
     import tensorflow as tf
 
     from rlnorm.agent import A2CAgent
@@ -70,6 +72,8 @@ def throughput(n_envs: int, mode: str, steps: float, repeats: int) -> dict:
     from rlnorm.normalizer import RewardScaler
 
     config = recipe_config().replace(n_envs=n_envs, compile=mode)
+    if n_steps is not None:
+        config = config.replace(n_steps=n_steps)
     env = make_tf_env(config.env_id, n_envs)
     agent = A2CAgent(config, env.observation_space, env.action_space)
     scaler = RewardScaler(n_envs, config.gamma, config.reward_clip)
@@ -90,6 +94,7 @@ def throughput(n_envs: int, mode: str, steps: float, repeats: int) -> dict:
     wall, cpu = min(calls)
     return {
         "n_envs": n_envs,
+        "n_steps": config.n_steps,
         "compile": mode,
         "compile_seconds": round(compile_wall, 2),
         "env_steps_per_call": updates * per_update,
@@ -118,6 +123,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds to solve with")
     p.add_argument("--modes", default="graph,xla", help="compile modes to measure")
     p.add_argument("--xla-cache", default=None, help="persistent XLA cache folder for solves")
+    p.add_argument("--n-steps", type=int, default=None, help="throughput only: override")
     p.add_argument("--no-solve", action="store_true")
     p.add_argument("--no-throughput", action="store_true")
     args = p.parse_args()
@@ -132,7 +138,7 @@ def main() -> None:
     }
     if not args.no_throughput:
         result["throughput"] = [
-            throughput(int(n), mode, args.steps, args.repeats)
+            throughput(int(n), mode, args.steps, args.repeats, args.n_steps)
             for mode in args.modes.split(",")
             for n in args.n_envs.split(",")
         ]

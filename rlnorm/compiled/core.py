@@ -231,7 +231,7 @@ class TFVecEnv:
         key, fresh = self._draw_resets(state.key, done)
         physics = tf.where(done[:, None], fresh, physics)
         elapsed = tf.where(done, tf.zeros_like(elapsed), elapsed)
-        obs = tf.where(done[:, None], self.dynamics.observe(fresh), final_obs)
+        obs = self.dynamics.observe(physics)  # row-wise: final_obs where not done
         out = StepOutput(
             obs=obs,
             final_obs=final_obs,
