@@ -32,8 +32,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format rlnorm agents tests benchmarks
 	$(VENV)/bin/ruff check --fix rlnorm agents tests benchmarks
 
+# Throughput harness; `make bench SB3_PYTHON=/path/to/python` adds SB3's A2C side by side
+# (a throwaway venv with stable-baselines3, see benchmarks/sb3_a2c.py).
 bench: $(STAMP)
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/throughput.py --cpu 0 $(if $(SB3_PYTHON),--sb3-python $(SB3_PYTHON) --repeats 3)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

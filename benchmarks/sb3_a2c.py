@@ -11,7 +11,9 @@ A2C's defaults: n_steps 5, RMSprop lr 7e-4 eps 1e-5, gamma 0.99, gae_lambda 1.0,
 max_grad_norm 0.5, separate 64-64 tanh policy and value networks), the same as
 agents/cartpole.py. Prints JSON: SB3's training steps/s (its `learn()` wall time, as SB3's
 own `time/fps`), the SyncVectorEnv(8) random-action ceiling measured in the same process
-(so its ratio is comparable with rlnorm's), the last-100 mean return, and peak RSS.
+(so its ratio is comparable with rlnorm's), the last-100 mean return, and peak RSS. With
+`--target-return 475` it stops where rlnorm's `target_return` would, and reports the steps
+and wall seconds it took to get there.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def main() -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--target-return",
+        type=float,
+        default=None,
+        help="stop once the last-100 mean episode return reaches this (rlnorm's target_return)",
+    )
     args = p.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -37,7 +45,24 @@ def main() -> None:
     import stable_baselines3
     import torch
     from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+
+    class StopAtTarget(BaseCallback):
+        """Stops like rlnorm's `target_return`: once the last-100 mean return reaches the target
+        after a rollout (rlnorm checks after each update of the same n_steps x n_envs), that
+        rollout's update runs, and the first step of the next rollout ends `learn()`."""
+
+        steps_to_target = None
+
+        def _on_rollout_end(self) -> None:
+            returns = [e["r"] for e in self.model.ep_info_buffer]
+            target = args.target_return
+            if target is not None and len(returns) == 100 and np.mean(returns) >= target:
+                self.steps_to_target = self.steps_to_target or self.num_timesteps
+
+        def _on_step(self) -> bool:
+            return self.steps_to_target is None
 
     torch.set_num_threads(args.threads)
 
@@ -54,8 +79,10 @@ def main() -> None:
     vec_env = make_vec_env("CartPole-v1", n_envs=8, seed=args.seed)
     model = A2C("MlpPolicy", vec_env, ent_coef=0.0, seed=args.seed, device="cpu", verbose=0)
     t = time.perf_counter()
-    model.learn(total_timesteps=args.steps)
+    stop = StopAtTarget()
+    model.learn(total_timesteps=args.steps, callback=stop)
     elapsed = time.perf_counter() - t
+    steps = stop.steps_to_target or model.num_timesteps
     returns = [ep["r"] for ep in model.ep_info_buffer]
     with open("/proc/self/status") as f:
         rss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
@@ -65,10 +92,12 @@ def main() -> None:
         "gymnasium": gym.__version__,
         "pinned_cpu": args.cpu,
         "torch_threads": args.threads,
-        "steps": model.num_timesteps,
+        "steps": steps,
+        "steps_to_target": stop.steps_to_target,
+        "wall_seconds": elapsed,
         "ceiling_sync8_random_steps_per_second": ceiling,
-        "steps_per_second": model.num_timesteps / elapsed,
-        "ratio_to_ceiling": model.num_timesteps / elapsed / ceiling,
+        "steps_per_second": steps / elapsed,
+        "ratio_to_ceiling": steps / elapsed / ceiling,
         "mean_return_last_100": float(np.mean(returns)) if returns else None,
         "peak_rss_mb": rss,
     }

@@ -17,7 +17,8 @@ included) and `steady_steps_per_second` after the first update (which traces).
 With `--sb3-python` (the Python of a throwaway env with Stable-Baselines3, see
 benchmarks/sb3_a2c.py) it also runs SB3's A2C with the same hyperparameters, alternating
 with rlnorm's goal configuration (norm none, diagnostics at the default cadence) `--repeats`
-times on the same core, and reports the medians and rlnorm / SB3.
+times on the same core, and reports the medians and rlnorm / SB3; `--solve-seeds 0,1,2` adds
+each one's steps and wall seconds to solve CartPole (last-100 mean >= 475) per seed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, report median")
     p.add_argument("--no-startup", action="store_true", help="skip the startup subprocess")
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument(
+        "--solve-seeds",
+        default="",
+        help="with --sb3-python: also time both to solve CartPole for these seeds, e.g. 0,1,2",
+    )
     p.add_argument(
         "--sb3-python",
         default=None,
@@ -125,11 +131,16 @@ def train_steps_per_second(config) -> dict:
     }
 
 
-def sb3_subprocess(python: str, steps: int, cpu: int | None, threads: int) -> dict:
+def sb3_subprocess(
+    python: str, steps: int, cpu: int | None, threads: int, seed: int = 0, target=None
+) -> dict:
     script = Path(__file__).resolve().parent / "sb3_a2c.py"
     argv = [python, str(script), "--steps", str(steps), "--threads", str(threads or 1)]
+    argv += ["--seed", str(seed)]
     if cpu is not None:
         argv += ["--cpu", str(cpu)]
+    if target is not None:
+        argv += ["--target-return", str(target)]
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     return json.loads(out[out.index("{") :])
 
@@ -231,6 +242,31 @@ def main() -> None:
             "rlnorm_over_sb3": ours_sps / sb3_sps,
             "rlnorm_steady_over_sb3": ours_steady / sb3_sps,
         }
+        # Time to solve (last-100 mean >= 475), from the start of training, per seed.
+        from rlnorm.train import train
+
+        solve = []
+        for seed in [int(x) for x in args.solve_seeds.split(",") if x]:
+            theirs = sb3_subprocess(
+                args.sb3_python, 300_000, args.cpu, args.threads, seed, target=475.0
+            )
+            with tempfile.TemporaryDirectory() as d:
+                cfg = goal.replace(seed=seed, total_steps=300_000, target_return=475.0)
+                mine = train(cfg.replace(run_dir=d), quiet=True)
+            solve.append(
+                {
+                    "seed": seed,
+                    "sb3_steps_to_target": theirs["steps_to_target"],
+                    "sb3_wall_seconds": theirs["wall_seconds"],
+                    "rlnorm_steps_to_target": mine["steps_to_target"],
+                    "rlnorm_wall_seconds": mine["wall_seconds"],
+                }
+            )
+        if solve:
+            result["side_by_side"]["solve"] = solve
+            result["side_by_side"]["sb3_over_rlnorm_wall_to_solve"] = med(
+                r["sb3_wall_seconds"] / r["rlnorm_wall_seconds"] for r in solve
+            )
     # This process holds several agents; the default run's own RSS comes from the subprocess.
     result["harness_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not args.no_startup:

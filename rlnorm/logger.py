@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import time
 from pathlib import Path
 
@@ -89,13 +90,16 @@ class RunLogger:
 
     @property
     def mean_return(self) -> float | None:
-        return float(np.mean(self.recent_returns)) if self.recent_returns else None
+        # math.fsum: exactly rounded, and ~10x cheaper than np.mean on a deque (every update).
+        if not self.recent_returns:
+            return None
+        return math.fsum(self.recent_returns) / len(self.recent_returns)
 
     def target_reached(self, step: int) -> bool:
         target = self.config.target_return
-        mean = self.mean_return
-        if target is None or mean is None or len(self.recent_returns) < 100:
+        if target is None or len(self.recent_returns) < 100:
             return False
+        mean = self.mean_return
         if mean >= target and self.steps_to_target is None:
             self.steps_to_target = step
         return mean >= target

@@ -25,7 +25,8 @@ class NonFiniteError(FloatingPointError):
 
 @dataclass
 class Rollout:
-    """One rollout as NumPy arrays. Shapes [T, B, ...], T = n_steps, B = n_envs."""
+    """One rollout: NumPy arrays from `collect`, tensors inside the update graph (`rlnorm.update`).
+    Shapes [T, B, ...], T = n_steps, B = n_envs."""
 
     obs: np.ndarray  # raw observations s_t, [T, B, *obs_shape]
     actions: np.ndarray  # unclipped actions, int32 [T, B] or float32 [T, B, d]
