@@ -4,7 +4,7 @@ both modes) in both networks; everything else is the default recipe (agents/cart
 Acting and learning compute exactly the same function (train/infer KL = 0), and each update
 moves the statistics one bias-corrected EMA step towards the update batch. No gradient flows
 through the statistics, though: the weights grow against the normalization and on CartPole
-it solved only 1 of 3 seeds within 300k steps (benchmarks/results/batchnorm.md).
+it solved 2 of 3 seeds within 300k steps, both late (266k, 295k; benchmarks/results/batchnorm.md).
 
     python agents/cartpole_batch_moving.py [rlnorm train flags, e.g. --seed 1]
 """

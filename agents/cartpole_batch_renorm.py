@@ -9,9 +9,9 @@ updates; the moving statistics are a bias-corrected (warm-started) EMA (rlnorm/b
 
 The variant's own setting: bn_momentum 0.999 (the default recipe's 0.99 elsewhere). Slower
 moving statistics kept the policy from turning nearly deterministic early; with them and the
-warm start this recipe solved seeds 0, 1 and 2 within 300k env steps (262k, 89k, 103k; train/
-infer KL ~3e-3 on average) in benchmarks/results/batchnorm.md, against 0/3 at 0.99 (1/3 at
-0.99 without the warm start). Seed 0 is the slowest and closest to the budget.
+warm start this recipe solved seeds 0, 1 and 2 within 300k env steps (142k, 89k, 148k; train/
+infer KL ~3e-3 on average) in benchmarks/results/batchnorm.md, against 1/3 at 0.99 (solved at
+the very end of the budget).
 
     python agents/cartpole_batch_renorm.py [rlnorm train flags, e.g. --seed 1]
 """

@@ -6,9 +6,9 @@ the policy's train/infer KL on the update batches, as rlnorm's diagnostics log i
 0.01 nats on average.
 
 In benchmarks/results/batchnorm.md this configuration solved seeds 0, 1 and 2 (the issue's
-3-of-3 goal); only seed 0 is pinned here to keep CI at ~2-3 minutes: it is the slowest of the
-three (~262k steps, close to the 300k budget), so it is also the most sensitive guard. On a
-machine whose floating-point results differ, seed 0 may take another trajectory."""
+3-of-3 goal: 142k, 89k, 148k steps); only seed 0 is pinned here to keep CI at ~1-2 minutes.
+On a machine whose floating-point results differ, seed 0 may take another trajectory (before
+the update became one compiled call it took 262k steps on this one)."""
 
 from __future__ import annotations
 
