@@ -9,8 +9,9 @@ Everything is measured in ONE process and one sitting, so the ratios survive a n
 
 Prints JSON: the ceiling (SyncVectorEnv(8) CartPole-v1 with random actions, steps/s), rlnorm
 A2C training steps/s for each norm with diagnostics off and at the default cadence, each as a
-ratio of the ceiling, median act / train-step latency, trace counts, peak RSS, and the time
-from `rlnorm train` start to the first env step (a subprocess). Training steps/s come twice:
+ratio of the ceiling measured right before that run (medians over `--repeats`), median act /
+train-step latency, trace counts, peak RSS, and the time from `rlnorm train` start to the
+first env step (a subprocess). Training steps/s come twice:
 `steps_per_second` over the whole `train()` call (env and agent construction, tracing
 included) and `steady_steps_per_second` after the first update (which traces).
 
@@ -119,11 +120,17 @@ def latencies(config, calls: int = 300) -> dict:
 
 
 def train_steps_per_second(config) -> dict:
+    """One training run, right after a ceiling measurement: the machine's speed drifts (2x
+    within minutes here), so each run's ratio uses the ceiling measured next to it."""
     from rlnorm.train import train
 
+    ceiling = ceiling_steps_per_second()
     with tempfile.TemporaryDirectory() as d:
         summary = train(config.replace(run_dir=d), quiet=True)
     return {
+        "ceiling": ceiling,
+        "ratio_to_ceiling": summary["steps_per_second"] / ceiling,
+        "steady_ratio_to_ceiling": summary["steady_steps_per_second"] / ceiling,
         "steps_per_second": summary["steps_per_second"],
         "steady_steps_per_second": summary["steady_steps_per_second"],
         "trace_counts": summary["trace_counts"],
@@ -202,7 +209,6 @@ def main() -> None:
     ceilings = [ceiling_steps_per_second() for _ in range(args.repeats)]
     result["ceiling_sync8_random_steps_per_second"] = med(ceilings)
     result["latency"] = latencies(base)
-    ceiling = result["ceiling_sync8_random_steps_per_second"]
     runs = {}
     for norm in args.norms.split(","):
         for diag in (False, True):
@@ -212,9 +218,9 @@ def main() -> None:
             steady = med(r["steady_steps_per_second"] for r in reps)
             runs[f"{norm}/diagnostics_{'on' if diag else 'off'}"] = {
                 "steps_per_second": sps,
-                "ratio_to_ceiling": sps / ceiling,
+                "ratio_to_ceiling": med(r["ratio_to_ceiling"] for r in reps),
                 "steady_steps_per_second": steady,
-                "steady_ratio_to_ceiling": steady / ceiling,
+                "steady_ratio_to_ceiling": med(r["steady_ratio_to_ceiling"] for r in reps),
                 "trace_counts": reps[-1]["trace_counts"],
                 "mean_return_last_100": reps[-1]["mean_return_last_100"],
             }
@@ -241,6 +247,10 @@ def main() -> None:
             "rlnorm_steady_steps_per_second": [r["steady_steps_per_second"] for r in ours],
             "rlnorm_over_sb3": ours_sps / sb3_sps,
             "rlnorm_steady_over_sb3": ours_steady / sb3_sps,
+            # Each one's ratio to the ceiling measured next to it (SB3: in its own process).
+            "sb3_ratio_to_ceiling": med(r["ratio_to_ceiling"] for r in sb3),
+            "rlnorm_ratio_to_ceiling": med(r["ratio_to_ceiling"] for r in ours),
+            "rlnorm_steady_ratio_to_ceiling": med(r["steady_ratio_to_ceiling"] for r in ours),
         }
         # Time to solve (last-100 mean >= 475), from the start of training, per seed.
         from rlnorm.train import train
