@@ -195,15 +195,9 @@ class PolicyNetwork(Network):
                 np.full([out_dim], log_std_init, np.float32), trainable=True, name="log_std"
             )
 
-    def distribution(
-        self,
-        raw_obs,
-        training: bool = False,
-        record: dict | None = None,
-        mask=None,
-        normalized_obs=None,
-    ):
-        out = self(raw_obs, training, record, mask, normalized_obs)
+    def distribution(self, raw_obs, *args, **kwargs):
+        """The action distribution at `raw_obs`; other arguments as `Network.__call__`."""
+        out = self(raw_obs, *args, **kwargs)
         if self.discrete:
             return Categorical(out)
         return DiagGaussian(out, tf.convert_to_tensor(self.log_std))
@@ -233,15 +227,9 @@ class ValueNetwork(Network):
             bn_momentum=bn_momentum,
         )
 
-    def value(
-        self,
-        raw_obs,
-        training: bool = False,
-        record: dict | None = None,
-        mask=None,
-        normalized_obs=None,
-    ) -> tf.Tensor:
-        return tf.squeeze(self(raw_obs, training, record, mask, normalized_obs), axis=-1)
+    def value(self, raw_obs, *args, **kwargs) -> tf.Tensor:
+        """V(raw_obs) float32 [B]; other arguments as `Network.__call__`."""
+        return tf.squeeze(self(raw_obs, *args, **kwargs), axis=-1)
 
 
 def build_networks(config, observation_space: gym.Space, action_space: gym.Space):
