@@ -81,7 +81,7 @@ def targets(rollout: Rollout, gamma: float, gae_lambda: float, reward_scaler=Non
 
 
 class Updater:
-    """The compiled update of the Python-stepped loop; holds the current observation."""
+    """The compiled update of the Python-stepped loop (the collector holds the current obs)."""
 
     def __init__(self, agent, collector, reward_scaler=None):
         self.agent, self.collector, self.reward_scaler = agent, collector, reward_scaler

@@ -42,6 +42,7 @@ from rlnorm.checkpoint import Checkpointer, atomic_write_text
 from rlnorm.compiled import SUPPORTED_ENV_IDS, EnvState, TFVecEnv, make_tf_env
 from rlnorm.normalizer import RewardScaler
 from rlnorm.returns import compute_gae, next_state_values
+from rlnorm.update import Batch  # the valid column is all ones here (SAME_STEP autoreset)
 
 RECENT = 100  # episodes in mean_return_last_100
 MAX_METRICS = 32  # train-step metrics summed inside the loop (A2CAgent returns 12)
@@ -59,16 +60,6 @@ class Carry(NamedTuple):
     recent: tf.Tensor  # float64 [100, 2]: (return, length) of the last finished episodes,
     #                    oldest first, right-aligned (see push_recent)
     episodes: tf.Tensor  # int64 [], episodes finished so far
-
-
-class Batch(NamedTuple):
-    """A flattened update batch (N = n_steps * n_envs), as `A2CAgent.train_step` takes it."""
-
-    obs: tf.Tensor  # float32 [N, obs_dim] raw
-    actions: tf.Tensor  # int32 [N] or float32 [N, d] (unclipped)
-    advantages: tf.Tensor  # float32 [N]
-    returns: tf.Tensor  # float32 [N]
-    valid: tf.Tensor  # float32 [N], all ones (SAME_STEP autoreset)
 
 
 def push_recent(recent, count, new, finished):
