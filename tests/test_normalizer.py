@@ -253,10 +253,22 @@ def test_checkpoint_holds_the_normalizer_state_once_and_restores_it(tiny_config,
     np.testing.assert_array_equal(agent.policy.normalizer.var.numpy(), [4.0, 5.0, 6.0])
 
 
-def test_reward_scaler_matches_numpy():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
+def test_reward_scaler_matches_numpy(compiled):
+    """Eagerly and as the update graph calls it (one tf.function, state carried in variables
+    from call to call)."""
     n_envs, n_steps, gamma, clip, eps = 3, 5, 0.9, 1.5, 1e-8
     rng = np.random.default_rng(8)
     scaler = RewardScaler(n_envs, gamma, clip=clip, epsilon=eps)
+    scale = scaler.scale_rollout
+    if compiled:
+        scale = tf.function(
+            scaler.scale_rollout,
+            input_signature=[
+                tf.TensorSpec([n_steps, n_envs], tf.float32),
+                tf.TensorSpec([n_steps, n_envs], tf.bool),
+            ],
+        )
     running = np.zeros(n_envs)
     all_returns = []
     for _ in range(4):
@@ -273,7 +285,7 @@ def test_reward_scaler_matches_numpy():
         all_returns.append(returns.ravel())
         var = np.var(np.concatenate(all_returns))
         expected = np.clip(rewards / np.sqrt(var + eps), -clip, clip)
-        out = scaler.scale_rollout(rewards, dones)
+        out = scale(rewards, dones).numpy()
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, rtol=1e-6)
         assert np.abs(rewards[0, 0]) / np.sqrt(var + eps) > clip and out[0, 0] == np.float32(clip)
