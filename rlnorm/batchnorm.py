@@ -38,6 +38,7 @@ class _MovingStatsBase(keras.layers.Layer):
         self.center = bool(center)
         self.scale = bool(scale)
         self.warm_start = bool(warm_start)
+        self.supports_masking = True  # `mask` selects the rows of the batch statistics
 
     def build(self, input_shape):
         shape = (int(input_shape[-1]),)
@@ -59,12 +60,23 @@ class _MovingStatsBase(keras.layers.Layer):
         )
         super().build(input_shape)
 
-    def _batch_moments(self, x):
+    def _batch_moments(self, x, mask=None):
+        """Mean and biased variance over the batch [B, units]; with `mask` (bool [B]) over its
+        True rows only (NEXT_STEP reset steps and dropped steps stay out, as Keras
+        BatchNormalization does with a mask). A mask with no False row gives exactly the
+        unmasked moments; one with no True row gives the unmasked ones too (no 0/0)."""
         axes = list(range(len(x.shape) - 1))
         mean = tf.reduce_mean(x, axis=axes)
         # Two-pass biased (population) variance, like Keras: >= 0, exactly 0 for B == 1.
         var = tf.reduce_mean(tf.square(x - mean), axis=axes)
-        return mean, var
+        if mask is None:
+            return mean, var
+        w = tf.cast(tf.reshape(mask, [-1, *[1] * (len(x.shape) - 1)]), x.dtype)
+        n = tf.reduce_sum(w)
+        masked_mean = tf.reduce_sum(w * x, axis=axes) / tf.maximum(n, 1.0)
+        masked_var = tf.reduce_sum(w * tf.square(x - masked_mean), axis=axes) / tf.maximum(n, 1.0)
+        use_all = tf.logical_or(tf.reduce_all(mask), n == 0.0)
+        return tf.where(use_all, mean, masked_mean), tf.where(use_all, var, masked_var)
 
     def _affine(self, x_hat):
         if self.gamma is not None:
@@ -188,14 +200,14 @@ class BatchRenormalization(_MovingStatsBase):
             frac = tf.cast(s >= self.warmup_steps, tf.float32)
         return 1.0 + (self.r_max - 1.0) * frac, self.d_max * frac
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = tf.convert_to_tensor(inputs)
         mu, var = self._moving_stats()
         sigma = tf.sqrt(var + self.epsilon)
         if not training:
             return self._affine((x - mu) / sigma)
 
-        mu_b, var_b = self._batch_moments(x)
+        mu_b, var_b = self._batch_moments(x, mask)
         sigma_b = tf.sqrt(var_b + self.epsilon)
         r_max_t, d_max_t = self.clip_bounds()
         r = tf.stop_gradient(tf.clip_by_value(sigma_b / sigma, 1.0 / r_max_t, r_max_t))
@@ -253,13 +265,13 @@ class MovingStatsBatchNormalization(_MovingStatsBase):
     Args: momentum, epsilon, center, scale, warm_start.
     """
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = tf.convert_to_tensor(inputs)
         mu, var = self._moving_stats()
         mu, var = tf.stop_gradient(mu), tf.stop_gradient(var)
         y = self._affine((x - mu) / tf.sqrt(var + self.epsilon))
         if training:
-            mu_b, var_b = self._batch_moments(tf.stop_gradient(x))
+            mu_b, var_b = self._batch_moments(tf.stop_gradient(x), mask)
             a = self.update_rate(self.step + 1)
             self.moving_mean.assign(mu + a * (mu_b - mu))
             self.moving_variance.assign(var + a * (var_b - var))

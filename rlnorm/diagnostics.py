@@ -28,7 +28,7 @@ Tags, mirrored so that `scale/(policy|value)/...` puts both networks on one char
       mean |V_train - V_infer| / return std. Only for batch, batch_renorm, batch_moving.
   weights/..., activations/...: histograms.
 Activation statistics are over all rows of the batch; outputs, returns and advantages over the
-valid rows (what the losses average), and so are plain BatchNorm's batch statistics (the
+valid rows (what the losses average), and so are the BatchNorm norms' batch statistics (the
 update's, see Network.__call__'s mask). All are of the training-mode pass.
 """
 
@@ -323,8 +323,8 @@ class ScaleDiagnostics:
 
         # BatchNorm: moving vs batch statistics, and what the gap does to the outputs.
         for n in self.bn_nets:
-            # The rows the batch statistics come from: plain BatchNorm leaves masked rows out.
-            rows = valid > 0 if self.nets[n].norm == "batch" and valid.any() else slice(None)
+            # The rows the batch statistics come from: the BatchNorm norms leave masked rows out.
+            rows = valid > 0 if valid.any() else slice(None)
             for i, (moving_mean, moving_var, eps) in enumerate(raw["moving"][n]):
                 pre = raw[f"{n}/layer{i}/pre_norm"][rows].astype(np.float64)
                 gap = np.abs(moving_mean - pre.mean(0)) / np.sqrt(moving_var + eps)

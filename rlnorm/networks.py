@@ -135,7 +135,7 @@ class Network(tf.Module):
         statistics (acting, bootstrapping, evaluation). If `record` is a dict, it is filled with
         the hidden activations (`layer{i}/pre_norm`, `layer{i}/post_norm`, `layer{i}/out`) and the
         normalized input, for the diagnostics (no cost when None). `mask` (bool [B]) keeps
-        masked rows out of plain BatchNorm's batch statistics in training mode.
+        masked rows out of the BatchNorm norms' batch statistics in training mode.
         `normalized_obs`, if given, is `self.normalizer(raw_obs)` already computed: the agent
         normalizes once for both networks (a dozen graph ops fewer per env step)."""
         x = self.normalizer.normalize(raw_obs) if normalized_obs is None else normalized_obs
@@ -147,7 +147,7 @@ class Network(tf.Module):
             x = dense(x)
             if record is not None:
                 record[f"layer{i}/pre_norm"] = x
-            if isinstance(norm_layer, keras.layers.BatchNormalization) and mask is not None:
+            if self.norm in BATCHNORM_KINDS and mask is not None:
                 # Masked steps (NEXT_STEP reset steps, dropped steps) stay out of the batch
                 # statistics and the moving averages.
                 x = norm_layer(x, training=training, mask=mask)

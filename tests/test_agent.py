@@ -224,14 +224,15 @@ def test_torch_rmsprop_matches_pytorch_formula_over_three_steps():
     assert not np.allclose(keras_var.numpy(), w, rtol=1e-5, atol=1e-7)
 
 
-def test_masked_steps_stay_out_of_batchnorm_statistics():
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm", "batch_moving"])
+def test_masked_steps_stay_out_of_batchnorm_statistics(norm):
     """A masked row (NEXT_STEP reset step, dropped step) must not move BatchNorm's moving
     statistics: an extreme value in it changes nothing, while the same value in a valid row
     does (so the check can fail)."""
 
     def moving_mean_after_step(extreme: float, masked: bool) -> np.ndarray:
         agent = A2CAgent(
-            Config(policy_norm="batch", value_norm="batch"),
+            Config(policy_norm=norm, value_norm=norm),
             gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
             gym.spaces.Discrete(2),
         )

@@ -248,6 +248,30 @@ def test_renorm_warm_start_follows_numpy_ema_and_renormalizes_with_it(warm_start
 
 
 @pytest.mark.parametrize("cls", [BatchRenormalization, MovingStatsBatchNormalization])
+def test_masked_rows_stay_out_of_the_batch_statistics(cls):
+    """With a mask, the warm-started first update copies the moments of the True rows only
+    (NumPy over those rows); an all-True mask is exactly the unmasked call, and an all-False one
+    falls back to every row instead of dividing by zero."""
+    x = _x(60)
+    x[:5] += 1e3  # extreme rows, masked out
+    mask = np.arange(len(x)) >= 5
+    layer = _layer(cls, momentum=0.9, warm_start=True)
+    layer(x, training=True, mask=tf.constant(mask))
+    rows = x[mask].astype(np.float64)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), rows.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), rows.var(0), rtol=1e-4)
+
+    plain, all_true, none_true = (_layer(cls, momentum=0.9) for _ in range(3))
+    y_plain = plain(x, training=True).numpy()
+    y_all = all_true(x, training=True, mask=tf.ones(len(x), tf.bool)).numpy()
+    none_true(x, training=True, mask=tf.zeros(len(x), tf.bool))
+    np.testing.assert_array_equal(y_all, y_plain)
+    for layer in (all_true, none_true):
+        np.testing.assert_array_equal(layer.moving_mean.numpy(), plain.moving_mean.numpy())
+        np.testing.assert_array_equal(layer.moving_variance.numpy(), plain.moving_variance.numpy())
+
+
+@pytest.mark.parametrize("cls", [BatchRenormalization, MovingStatsBatchNormalization])
 def test_inference_calls_leave_stats_unchanged(cls):
     layer = _layer(cls, mean=[0.5, 1.0, -1.0, 2.0], var=[1.5, 2.0, 0.5, 3.0], step=7)
     before = [v.numpy().copy() for v in layer.non_trainable_weights]
