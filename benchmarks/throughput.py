@@ -9,8 +9,8 @@ Everything is measured in ONE process and one sitting, so the ratios survive a n
 
 Prints JSON: the ceiling (SyncVectorEnv(8) CartPole-v1 with random actions, steps/s), rlnorm
 A2C training steps/s for each norm with diagnostics off and at the default cadence, each as a
-ratio of the ceiling measured right before that run (medians over `--repeats`), median act /
-train-step latency, trace counts, peak RSS, and the time from `rlnorm train` start to the
+ratio of the ceiling measured right before that run (medians over `--repeats`), the median
+latency of one update (one compiled call), trace counts, peak RSS, and the time from `rlnorm train` start to the
 first env step (a subprocess). Training steps/s come twice:
 `steps_per_second` over the whole `train()` call (env and agent construction, tracing
 included) and `steady_steps_per_second` after the first update (which traces).
@@ -85,14 +85,20 @@ def ceiling_steps_per_second(n_envs: int = 8, steps: int = 40_000, seed: int = 0
 
 
 def latencies(config, calls: int = 300) -> dict:
-    """Median latency of one act call (8 obs) and one train_step (n_steps x n_envs)."""
+    """Median latency of the training loop's one call per update (`update_us`: rollout with
+    the env steps, targets, train step, normalizer merge), and, for reference, of the agent's
+    standalone compiled `act` (8 obs) and `train_step` (n_steps x n_envs) calls."""
     import numpy as np
 
     from rlnorm.agent import A2CAgent
-    from rlnorm.envs import make_vec_env
+    from rlnorm.envs import autoreset_mode_of, make_vec_env
+    from rlnorm.rollout import RolloutCollector
+    from rlnorm.update import Updater
 
-    envs = make_vec_env(config.env_id, config.n_envs, 0)
+    envs = make_vec_env(config.env_id, config.n_envs, 0, episode_statistics=False)
     agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+    collector = RolloutCollector(envs, agent, config.n_steps, autoreset_mode_of(envs), seed=0)
+    updater = Updater(agent, collector)
     obs, _ = envs.reset(seed=0)
     n = config.n_envs * config.n_steps
     batch = (
@@ -114,6 +120,9 @@ def latencies(config, calls: int = 300) -> dict:
         return statistics.median(times) * 1e6
 
     return {
+        "update_us": median_us(
+            lambda: updater.update(0, lambda *_: None).metrics["update_applied"].numpy()
+        ),
         "act_us": median_us(lambda: agent.act(obs)[0].numpy()),
         "train_step_us": median_us(lambda: agent.train_step(*batch)["policy_loss"].numpy()),
     }
