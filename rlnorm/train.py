@@ -3,11 +3,11 @@
     update (rollout -> targets -> train_step -> normalizer update) -> logging -> checkpoint
 
 The update's four steps run as ONE compiled call (`rlnorm.update`, where they are written in
-this order); the loop around it does what leaves the graph. The order is the point. Acting, the bootstrap values and the gradient step all use the SAME
-normalizer statistics, so with norm=none the log-probabilities recomputed in `train_step`
-equal those at acting time; the normalizer then absorbs the rollout's raw observations, once,
-after the gradient step. Updating it before the step would change the inputs under the
-stored log-probs and values.
+this order); the loop around it does what leaves the graph. The order is the point. Acting,
+the bootstrap values and the gradient step all use the SAME normalizer statistics, so with
+norm=none the log-probabilities recomputed in `train_step` equal those at acting time; the
+normalizer then absorbs the rollout's raw observations, once, after the gradient step.
+Updating it before the step would change the inputs under the stored log-probs and values.
 """
 
 from __future__ import annotations
