@@ -9,6 +9,8 @@ mean and variance equal NumPy's over the concatenated data. A naive running upda
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import gymnasium as gym
 import numpy as np
 import tensorflow as tf
@@ -84,6 +86,7 @@ class ObservationNormalizer(tf.Module):
         self.clip = float(clip)
         self.enabled = bool(enabled)
         self.frozen = False
+        self._read_once = None  # (mean, 1/std) tensors inside `read_once()`, else None
         self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="count")
         self.mean = tf.Variable(tf.zeros([self.obs_dim], tf.float64), trainable=False, name="mean")
         self.var = tf.Variable(tf.ones([self.obs_dim], tf.float64), trainable=False, name="var")
@@ -144,10 +147,25 @@ class ObservationNormalizer(tf.Module):
         x = self.encode(raw_obs)
         if not self.enabled:
             return tf.cast(x, tf.float32)
-        z = (x - self.mean) * tf.math.rsqrt(self.var + self.epsilon)
+        mean, inv_std = self._read_once or self._mean_and_inv_std()
+        z = (x - mean) * inv_std
         return tf.cast(tf.clip_by_value(z, -self.clip, self.clip), tf.float32)
 
     __call__ = normalize
+
+    def _mean_and_inv_std(self):
+        return self.mean.read_value(), tf.math.rsqrt(self.var + self.epsilon)
+
+    @contextmanager
+    def read_once(self):
+        """While tracing a block in which the statistics cannot change (a rollout), read them
+        and compute 1/std once for every `normalize` in it, instead of once per call (four
+        graph ops fewer per env step; the same arithmetic, so the same bits)."""
+        self._read_once = self._mean_and_inv_std()
+        try:
+            yield
+        finally:
+            self._read_once = None
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"count": self.count.numpy(), "mean": self.mean.numpy(), "var": self.var.numpy()}

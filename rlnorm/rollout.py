@@ -129,29 +129,31 @@ class RolloutCollector:
         """The Rollout fields in their order, stacked [T, B, ...], then the next obs."""
         T, B = self.n_steps, self.n_envs
         steps, obs_pairs, scalars = [], [], []
-        for _ in range(T):
-            action, log_prob, value = self._act(obs)  # inference mode
-            obs_pair, step_scalars = tf.numpy_function(
-                self._env_step,
-                [action],
-                [self.obs_dtype, tf.float32],
-                stateful=True,
-                name="env_step",
-            )
-            obs_pair.set_shape([2, *obs.shape])
-            step_scalars.set_shape([4, B])
-            steps.append((obs, action, log_prob, value))
-            obs_pairs.append(obs_pair)
-            scalars.append(step_scalars)
-            obs = obs_pair[0]
+        # The weights and the normalizer do not change during the rollout: read them once.
+        with self.agent.weights_read_once():
+            for _ in range(T):
+                action, log_prob, value = self._act(obs)  # inference mode
+                obs_pair, step_scalars = tf.numpy_function(
+                    self._env_step,
+                    [action],
+                    [self.obs_dtype, tf.float32],
+                    stateful=True,
+                    name="env_step",
+                )
+                obs_pair.set_shape([2, *obs.shape])
+                step_scalars.set_shape([4, B])
+                steps.append((obs, action, log_prob, value))
+                obs_pairs.append(obs_pair)
+                scalars.append(step_scalars)
+                obs = obs_pair[0]
+            # V(final obs) (read only where truncated) and V(obs after the rollout) in ONE
+            # batched pass.
+            final_obs = tf.reshape(tf.stack(obs_pairs)[:, 1], [T * B, *obs.shape[1:]])
+            after = self.agent._predict_value(tf.concat([final_obs, obs], axis=0))
         obs_t, actions, log_probs, values = (tf.stack(x) for x in zip(*steps))
         scalars = tf.stack(scalars, axis=1)  # [4, T, B]
         rewards, valid = scalars[0], scalars[3]
         terminated, truncated = scalars[1] > 0, scalars[2] > 0
-        # V(final obs) (read only where truncated) and V(obs after the rollout) in ONE batched
-        # pass: the weights and the normalizer do not change during the rollout.
-        final_obs = tf.reshape(tf.stack(obs_pairs)[:, 1], [T * B, *obs.shape[1:]])
-        after = self.agent._predict_value(tf.concat([final_obs, obs], axis=0))
         final_values, last_values = tf.reshape(after[: T * B], [T, B]), after[T * B :]
         return (
             obs_t,

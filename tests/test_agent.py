@@ -127,6 +127,35 @@ def test_acting_leaves_batchnorm_moving_statistics_unchanged(batchnorm_agent):
         np.testing.assert_array_equal(v1, v0)
 
 
+def test_weights_read_once_gives_the_same_bits_and_the_current_weights():
+    """The rollout reads every weight, moving statistic and the normalizer's 1/std once
+    (`weights_read_once`): inside it the forward passes must equal, bit for bit, the ones that
+    read the variables at every call, and a later block must see weights changed since."""
+    agent = A2CAgent(config(policy_norm="batch", value_norm="layer"), OBS_SPACE, SPACES["box"])
+    agent.normalizer.set_state(100.0, OBS_MEAN, OBS_VAR)
+    obs = observations(8, seed=4)
+    rng = np.random.default_rng(0)
+
+    def perturb():  # every variable, moving statistics and log_std included
+        for net in (agent.policy, agent.value):
+            for w in net.trainable_weights + net.non_trainable_weights:
+                w.assign(w.numpy() + rng.normal(0, 0.1, w.shape).astype(np.float32) ** 2)
+        agent.normalizer.set_state(50.0, OBS_MEAN + 1.0, OBS_VAR * 3.0)
+
+    def forward():
+        dist = agent.policy.distribution(obs, training=False)
+        return [dist.mean.numpy(), dist.log_std.numpy(), agent._predict_value(obs).numpy()]
+
+    for _ in range(2):
+        perturb()
+        expected = forward()
+        with agent.weights_read_once():
+            got = forward()
+        for e, g in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(g, e)
+    assert agent.normalizer._read_once is None  # the scope is gone after the block
+
+
 def test_one_train_step_moves_batchnorm_statistics_one_ema_step(batchnorm_agent):
     agent = batchnorm_agent
     batch = rollout_batch(agent, 24, seed=3)

@@ -8,6 +8,7 @@ stored observation, never from the rollout arrays the code under test filled in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import types
 from dataclasses import fields
@@ -32,7 +33,7 @@ def v_of(episode_id, step_index) -> float:
 
 class StubAgent:
     """A2CAgent's acting interface (`act`, `predict_value`, their uncompiled `_act` and
-    `_predict_value`, `obs_spec`, `config.compile`) in plain TF ops, so it also runs inside
+    `_predict_value`, `weights_read_once`, `obs_spec`, `config.compile`) in plain TF ops, so it also runs inside
     the collector's graph. Actions are 0 (the env ignores them); V(obs) is `v_of(obs)`."""
 
     obs_spec = tf.TensorSpec([None, 2], tf.float32, name="observation")
@@ -47,6 +48,7 @@ class StubAgent:
         return tf.zeros(n, tf.int32), tf.zeros(n, tf.float32), self._predict_value(obs)
 
     act, predict_value = _act, _predict_value
+    weights_read_once = contextlib.nullcontext  # no weights
 
 
 def collect(mode: str):
