@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# `make train TF_EXTRA=gpu` installs the CUDA build of TensorFlow instead of the CPU-only one.
+TF_EXTRA ?= cpu
 
 .PHONY: train test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(TF_EXTRA),dev]'
 	touch $(STAMP)
 
 # Train the default CartPole agent into runs/ (stops once the last-100 mean return is 475).
