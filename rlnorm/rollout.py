@@ -99,7 +99,11 @@ class RolloutCollector:
         self.obs_dtype = agent.obs_spec.dtype
         self.obs_shape = tuple(agent.obs_spec.shape[1:])
         self.prev_done = np.zeros(self.n_envs, bool)  # NEXT_STEP: next step is a reset step
-        self.bad_obs = np.zeros(self.n_envs, bool)  # current obs had NaN/Inf (dropped)
+        self._no_rows = np.zeros(self.n_envs, bool)  # shared, never written to
+        self._all_valid = np.ones(self.n_envs, np.float32)  # shared, never written to
+        self._float_obs = not np.issubdtype(self.obs_dtype.as_numpy_dtype, np.integer)
+        self._np_obs_dtype = self.obs_dtype.as_numpy_dtype
+        self.bad_obs = self._no_rows  # current obs had NaN/Inf (dropped)
         self.n_dropped = 0
         self.env_step = 0
         self.first_step_time: float | None = None  # wall clock of the first env step (startup)
@@ -179,11 +183,11 @@ class RolloutCollector:
         if self.first_step_time is None:
             self.first_step_time = time.time()
         reward = np.asarray(reward, np.float64)
-        bad_reward = check_finite(reward, "reward", self.env_step)
-        if bad_reward is not None:
+        if not np.isfinite(reward).all():
+            bad_reward = ~np.isfinite(reward)
             reward = self._handle_nonfinite(reward, bad_reward, "reward")
             valid = np.where(bad_reward, 0.0, valid)
-        next_obs = np.asarray(next_obs, self.obs_dtype.as_numpy_dtype)
+        next_obs = np.asarray(next_obs, self._np_obs_dtype)
         obs_pair = np.empty((2, *next_obs.shape), next_obs.dtype)
         obs_pair[1] = next_obs  # NEXT_STEP: the obs returned at a done step IS the final obs
         if self.autoreset_mode == "same_step" and "_final_obs" in info and info["_final_obs"].any():
@@ -202,10 +206,8 @@ class RolloutCollector:
         self.env_step += self.n_envs
         obs_pair[0] = self._check_obs(next_obs)
         skip_next = self.bad_obs | done if self.autoreset_mode == "next_step" else self.bad_obs
-        self.next_valid = (~skip_next).astype(np.float32)
-        scalars = np.empty((4, self.n_envs), np.float32)
-        scalars[0], scalars[1], scalars[2], scalars[3] = reward, terminated, truncated, valid
-        return obs_pair, scalars
+        self.next_valid = (~skip_next).astype(np.float32) if skip_next.any() else self._all_valid
+        return obs_pair, np.array((reward, terminated, truncated, valid), np.float32)
 
     # -- one call ----------------------------------------------------------------------------
     def run(self, graph_fn, env_step: int, episode_callback):
@@ -233,9 +235,12 @@ class RolloutCollector:
 
     # -- non-finite input ------------------------------------------------------------------------
     def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+        if not self._float_obs or np.isfinite(obs).all():  # the common case, checked cheaply
+            self.bad_obs = self._no_rows
+            return obs
         bad = check_finite(obs, "observation", self.env_step)
-        self.bad_obs = np.zeros(self.n_envs, bool) if bad is None else bad
-        return obs if bad is None else self._handle_nonfinite(obs, bad, "observation")
+        self.bad_obs = bad
+        return self._handle_nonfinite(obs, bad, "observation")
 
     def _handle_nonfinite(self, x: np.ndarray, bad_rows: np.ndarray, what: str) -> np.ndarray:
         """`error`: remember the message and raise it after the graph call returns (an exception
