@@ -121,7 +121,7 @@ def latencies(config, calls: int = 300) -> dict:
 
     return {
         "update_us": median_us(
-            lambda: updater.update(0, lambda *_: None).metrics["update_applied"].numpy()
+            lambda: updater.update(0, lambda *_: None).metrics["update_applied"]
         ),
         "act_us": median_us(lambda: agent.act(obs)[0].numpy()),
         "train_step_us": median_us(lambda: agent.train_step(*batch)["policy_loss"].numpy()),

@@ -172,7 +172,7 @@ def train(config: config_lib.Config, resume: str | Path | None = None, quiet: bo
                 if diagnose:  # the update's batch, with the variables as they were before it
                     diagnostics.record_update(next_step, update.batch, metrics, before)
                 step = next_step
-                if not bool(metrics["update_applied"]):  # NaN/Inf loss or gradient: update skipped
+                if not metrics["update_applied"]:  # NaN/Inf loss or gradient: update skipped
                     raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update)
 
                 # 5. Logging.
