@@ -15,8 +15,8 @@ spends about 4 ms (benchmarks/throughput.py). The call goes through the traced c
 function, which skips `tf.function`'s per-call argument binding (another ~0.2 ms).
 
 The call returns two tensors, the next observation and the train-step metrics stacked in one
-vector: each returned tensor costs ~5 us of Python here, and returning the whole batch every
-update cost ~4% of the update. The batch, which only diagnostics updates and a NaN report
+vector, rather than ~21: each returned tensor costs a few us of Python here (A/B: 1-4% of an
+update). The batch, which only diagnostics updates and a NaN report
 read, is written to variables inside the graph (`UpdateOutput.batch` reads it on demand).
 
 A diagnostics update is the same call: `ScaleDiagnostics.record_update` then runs its pass on
@@ -57,7 +57,8 @@ class UpdateOutput:
 
     def _field(self, name: str) -> tf.Tensor:
         if self._read is None:
-            self._read = {k: tf.constant(v.read_value()) for k, v in self._stash.items()}
+            # A snapshot: TF copies a variable's buffer on write while a read of it is alive.
+            self._read = {k: v.read_value() for k, v in self._stash.items()}
         return self._read[name]
 
     @property
