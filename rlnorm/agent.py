@@ -76,6 +76,42 @@ def compile_function(fn, input_signature, mode: str, jit: bool | None = None):
     )
 
 
+def direct_call(concrete):
+    """`concrete` (a traced ConcreteFunction returning a flat tuple of tensors) as a plain
+    callable that goes straight to TF's eager executor.
+
+    `ConcreteFunction.__call__` binds and checks arguments and packs outputs in Python: ~100 us
+    per call on this CPU, three times the executor's own ~30 us and 7% of a CartPole update
+    (A/B in one process). The update graph is called once per update with one tensor and
+    returns a flat tuple, so none of that work is needed. This uses TF internals (the eager
+    context's `call_function`, the function's registered name); where they are missing, or
+    for anything but flat tensor inputs and outputs, it returns `concrete` itself."""
+    try:
+        from tensorflow.python.eager import context
+
+        call_function = context.context().call_function
+        name = concrete._inference_function.name
+        captures = list(concrete.captured_inputs)
+        outputs = concrete.structured_outputs
+        inputs, kwargs = concrete.structured_input_signature
+    except (ImportError, AttributeError):
+        return concrete
+    flat_in = not kwargs and all(isinstance(x, tf.TensorSpec) for x in inputs)
+    flat_out = isinstance(outputs, tuple) and all(isinstance(x, tf.Tensor) for x in outputs)
+    if not (flat_in and flat_out):
+        return concrete
+    dtypes, n_outputs = [x.dtype for x in inputs], len(outputs)
+
+    def call(*args):
+        inputs = [
+            x if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x, dtype)  # e.g. NumPy
+            for x, dtype in zip(args, dtypes, strict=True)
+        ]
+        return call_function(name, inputs + captures, n_outputs)
+
+    return call
+
+
 class A2CAgent(tf.Module):
     """Everything that learns, and everything a checkpoint must hold.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import types
 from dataclasses import fields
 
@@ -20,7 +21,7 @@ import tensorflow as tf
 from fake_envs import EPISODE_LENGTHS, TERMINATES, kind_of, reward_at
 
 from rlnorm.envs import autoreset_mode_of, make_vec_env
-from rlnorm.rollout import Rollout, RolloutCollector
+from rlnorm.rollout import Rollout, RolloutCollector, keep_thread_state
 from rlnorm.update import targets
 
 ENV = f"{fake_envs.__name__}:{fake_envs.ENV_ID}"
@@ -206,3 +207,32 @@ def test_box_actions_are_clipped_at_the_env_and_the_bounds_stay_visible():
     assert np.all(space.low == -2.0) and np.all(space.high == 2.0)  # the agent sees the bounds
     np.testing.assert_array_equal(envs.actions(np.array([[5.0], [-0.5]])), [[2.0], [-0.5]])
     envs.close()
+
+
+def test_the_env_callback_thread_keeps_its_python_thread_state():
+    """`tf.numpy_function` runs the env callback on a TF thread whose Python thread state
+    `PyGILState_Release` destroys after each call, unless `keep_thread_state` pinned it. A
+    thread-local counter shows which: it survives between calls only on a kept state."""
+    local = threading.local()
+    calls = []
+
+    def callback(x):
+        keep_thread_state()
+        local.n = getattr(local, "n", 0) + 1
+        calls.append((threading.get_ident(), local.n))
+        return x
+
+    graph = tf.function(
+        lambda x: tf.numpy_function(callback, [x], tf.float32, stateful=True),
+        input_signature=[tf.TensorSpec([], tf.float32)],
+        autograph=False,
+    )
+    for _ in range(40):  # more calls than TF has inter-op threads: some thread runs several
+        graph(tf.constant(0.0))
+    by_thread: dict[int, list[int]] = {}
+    for thread, n in calls:
+        by_thread.setdefault(thread, []).append(n)
+    assert threading.get_ident() not in by_thread  # the callback ran on TF's threads
+    assert max(len(ns) for ns in by_thread.values()) > 1
+    for ns in by_thread.values():  # 1, 2, 3, ...: the thread-local dict was never lost
+        assert ns == list(range(1, len(ns) + 1))
