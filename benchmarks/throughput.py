@@ -14,6 +14,9 @@ latency of one update (one compiled call), trace counts, peak RSS, and the time 
 first env step (a subprocess). Training steps/s come twice:
 `steps_per_second` over the whole `train()` call (env and agent construction, tracing
 included) and `steady_steps_per_second` after the first update (which traces).
+The ceiling is always the SyncVectorEnv(8), as issue #6 defines it; training uses the recipe's
+own env implementation (the default recipe: Gymnasium's NumPy-vectorized CartPole;
+`--vectorization-mode sync` trains on the SyncVectorEnv instead).
 
 With `--sb3-python` (the Python of a throwaway env with Stable-Baselines3, see
 benchmarks/sb3_a2c.py) it also runs SB3's A2C with the same hyperparameters, alternating
@@ -95,7 +98,9 @@ def latencies(config, calls: int = 300) -> dict:
     from rlnorm.rollout import RolloutCollector
     from rlnorm.update import Updater
 
-    envs = make_vec_env(config.env_id, config.n_envs, 0, episode_statistics=False)
+    envs = make_vec_env(
+        config.env_id, config.n_envs, 0, config.vectorization_mode, episode_statistics=False
+    )
     agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
     collector = RolloutCollector(envs, agent, config.n_steps, autoreset_mode_of(envs), seed=0)
     updater = Updater(agent, collector)
