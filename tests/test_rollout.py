@@ -8,6 +8,7 @@ stored observation, never from the rollout arrays the code under test filled in.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import threading
@@ -236,3 +237,55 @@ def test_the_env_callback_thread_keeps_its_python_thread_state():
     assert max(len(ns) for ns in by_thread.values()) > 1
     for ns in by_thread.values():  # 1, 2, 3, ...: the thread-local dict was never lost
         assert ns == list(range(1, len(ns) + 1))
+
+
+class CartPoleStubAgent(StubAgent):
+    """StubAgent for CartPole's 4-dim observations: always pushes left (short episodes)."""
+
+    obs_spec = tf.TensorSpec([None, 4], tf.float32, name="observation")
+
+    def _predict_value(self, obs):
+        return tf.reduce_sum(obs, axis=1)
+
+    act, predict_value = StubAgent._act, _predict_value
+
+
+def test_numpy_vectorized_cartpole_is_collected_with_next_step_bookkeeping():
+    """The default recipe's env, Gymnasium's NumPy-vectorized CartPole, autoresets NEXT_STEP
+    whatever is asked. Checked against CartPole's own rules: reward 1 per real step, so every
+    episode's return equals its length; the step after a done is a masked reset step with
+    reward 0; the step after that starts from CartPole's reset state (every |component| <=
+    0.05); episode lengths add up to the valid steps between resets."""
+    n_envs, n_steps, n_rollouts = 4, 16, 4
+    envs = make_vec_env("CartPole-v1", n_envs, seed=3, vectorization_mode="vector_entry_point")
+    assert type(envs.unwrapped).__name__ == "CartPoleVectorEnv"
+    assert autoreset_mode_of(envs) == "next_step"
+    collector = RolloutCollector(envs, CartPoleStubAgent(), n_steps, "next_step", seed=3)
+    episodes = []
+    rollouts = [
+        copy.deepcopy(
+            collector.collect(i * n_steps * n_envs, lambda r, n: episodes.extend(zip(r, n)))
+        )
+        for i in range(n_rollouts)
+    ]
+    obs, valid, rewards = (stacked(rollouts, k) for k in ("obs", "valid", "rewards"))
+    dones = stacked(rollouts, "terminated") | stacked(rollouts, "truncated")
+    assert dones.sum() >= 2 * n_envs  # pushing left ends an episode in ~10 steps
+    expected_valid = np.ones_like(valid)
+    expected_valid[1:][dones[:-1]] = 0
+    np.testing.assert_array_equal(valid, expected_valid)
+    np.testing.assert_array_equal(rewards, valid)  # 1 per real step, 0 at reset steps
+    starts = np.zeros_like(dones)
+    starts[2:] = dones[:-2]
+    assert np.abs(obs[starts]).max() <= 0.05  # CartPole's reset state
+    assert len(episodes) == dones.sum()
+    for returns, length in episodes:
+        assert returns == length
+    lengths = []  # episodes that began inside the collected steps, walked from the flags
+    for b in range(n_envs):
+        begun = np.flatnonzero(starts[:, b])
+        ends = np.flatnonzero(dones[:, b])
+        lengths += [int(e - s + 1) for s in begun for e in ends[ends >= s][:1]]
+    reported = collections.Counter(int(n) for _, n in episodes)
+    assert lengths and not collections.Counter(lengths) - reported  # a sub-multiset
+    envs.close()
