@@ -160,9 +160,16 @@ class A2CAgent(tf.Module):
         """Sample actions in inference mode (BatchNorm: moving statistics).
         Returns (action, log_prob float32 [B], value float32 [B])."""
         x = self.normalizer(obs)  # once, for both networks
+        action, log_prob = self._sample(obs, x)
+        return action, log_prob, self.value.value(obs, normalized_obs=x)
+
+    def _sample(self, obs, normalized_obs=None):
+        """The policy half of `_act`: (action, log_prob float32 [B]). The rollout samples with
+        it and gets V(s_t) for all its steps from one batched value pass afterwards."""
+        x = self.normalizer(obs) if normalized_obs is None else normalized_obs
         dist = self.policy.distribution(obs, training=False, normalized_obs=x)
         action = dist.sample(self.rng)
-        return action, dist.log_prob(action), self.value.value(obs, normalized_obs=x)
+        return action, dist.log_prob(action)
 
     def _act_deterministic(self, obs):
         return self.policy.distribution(obs, training=False).mode()

@@ -34,9 +34,9 @@ def v_of(episode_id, step_index) -> float:
 
 
 class StubAgent:
-    """A2CAgent's acting interface (`act`, `predict_value`, their uncompiled `_act` and
-    `_predict_value`, `weights_read_once`, `obs_spec`, `config.compile`) in plain TF ops, so it also runs inside
-    the collector's graph. Actions are 0 (the env ignores them); V(obs) is `v_of(obs)`."""
+    """A2CAgent's acting interface (`act`, `predict_value`, their uncompiled `_act`, `_sample`
+    and `_predict_value`, `weights_read_once`, `obs_spec`, `config.compile`) in plain TF ops,
+    so it also runs inside the collector's graph. Actions are 0 (the env ignores them); V(obs) is `v_of(obs)`."""
 
     obs_spec = tf.TensorSpec([None, 2], tf.float32, name="observation")
     config = types.SimpleNamespace(compile="graph")
@@ -45,9 +45,12 @@ class StubAgent:
         obs = tf.cast(obs, tf.float32)
         return 10.0 * obs[:, 0] + obs[:, 1]
 
-    def _act(self, obs):
+    def _sample(self, obs):
         n = tf.shape(obs)[0:1]
-        return tf.zeros(n, tf.int32), tf.zeros(n, tf.float32), self._predict_value(obs)
+        return tf.zeros(n, tf.int32), tf.zeros(n, tf.float32)
+
+    def _act(self, obs):
+        return *self._sample(obs), self._predict_value(obs)
 
     act, predict_value = _act, _predict_value
     weights_read_once = contextlib.nullcontext  # no weights
