@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tqdm import tqdm
 
 from rlnorm.checkpoint import atomic_write_text
@@ -127,16 +129,20 @@ class RunLogger:
                 self.best_full = True
             elif not self.best_full:  # provisional until 100 episodes: the mean so far
                 self.best_mean = mean
-        with self.writer.as_default(step=step):
-            if self._new_returns:
-                tf.summary.scalar("charts/episodic_return", np.mean(self._new_returns))
-                tf.summary.scalar("charts/episodic_length", np.mean(self._new_lengths))
-            if mean is not None:
-                tf.summary.scalar("charts/mean_return_last_100", mean)
-            tf.summary.scalar("charts/steps_per_second", sps)
-            for key in LOSS_TAGS:
-                if key in metrics:
-                    tf.summary.scalar(f"losses/{key}", float(metrics[key]))
+        scalars = {"charts/steps_per_second": sps}
+        if self._new_returns:
+            scalars["charts/episodic_return"] = np.mean(self._new_returns)
+            scalars["charts/episodic_length"] = np.mean(self._new_lengths)
+        if mean is not None:
+            scalars["charts/mean_return_last_100"] = mean
+        scalars.update({f"losses/{k}": float(metrics[k]) for k in LOSS_TAGS if k in metrics})
+        # One raw Summary: an eager tf.summary.scalar costs ~0.75 ms here, and eight of them
+        # every log_every steps were 4% of a CartPole run. Same events (TensorBoard's scalar_pb).
+        summary = summary_pb2.Summary()
+        for tag, value in scalars.items():
+            summary.value.extend(scalar_pb(tag, value).value)
+        with self.writer.as_default():
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
         self._new_returns.clear()
         self._new_lengths.clear()
         if self.pbar is not None:

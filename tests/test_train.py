@@ -247,3 +247,38 @@ def test_best_mean_is_over_full_100_episode_windows(tmp_path):
         best.append(logger.best_mean)
     logger.close()
     assert best == [100.0, 50.0, 80.0, 80.0]
+
+
+def test_logged_scalars_are_tensorboard_scalars_with_the_hand_computed_values(tmp_path):
+    """Each log writes one raw Summary (rlnorm.logger): TensorBoard must still see scalar
+    events (the `scalars` plugin) at the env step, with the means of the episodes finished
+    since the previous log, the last-100 mean and the losses."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_file_loader
+
+    from rlnorm.logger import RunLogger
+
+    logger = RunLogger(tmp_path, Config(log_every=100, total_steps=1000), quiet=True)
+    logger.record_episodes(np.array([10.0, 20.0]), np.array([10, 20]))
+    logger.log_update(40, {"policy_loss": 0.25})  # not due: nothing written
+    logger.record_episodes(np.array([60.0]), np.array([60]))
+    logger.log_update(120, {"policy_loss": 0.5, "value_loss": 2.0, "entropy": 0.6})
+    logger.record_episodes(np.array([100.0]), np.array([100]))
+    logger.log_update(240, {"policy_loss": -1.0})
+    logger.close()
+    points, plugins = {}, set()
+    for path in sorted(tmp_path.glob("events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                if v.tag.startswith(("charts/", "losses/")):
+                    points.setdefault(v.tag, []).append(
+                        (event.step, float(tf.make_ndarray(v.tensor)))
+                    )
+                    plugins.add(v.metadata.plugin_data.plugin_name)
+    assert plugins == {"scalars"}
+    assert points["charts/episodic_return"] == [(120, 30.0), (240, 100.0)]  # (10+20+60)/3
+    assert points["charts/episodic_length"] == [(120, 30.0), (240, 100.0)]
+    assert points["charts/mean_return_last_100"] == [(120, 30.0), (240, 47.5)]  # 190/4
+    assert points["losses/policy_loss"] == [(120, 0.5), (240, -1.0)]
+    assert points["losses/value_loss"] == [(120, 2.0)]
+    assert [s for s, _ in points["charts/steps_per_second"]] == [120, 240]
