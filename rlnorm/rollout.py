@@ -75,12 +75,14 @@ def keep_thread_state() -> None:
     thread's lifetime: 43 -> 17 us per crossing, 8-13% of a CartPole update (A/B in one
     process). No Python or TF API offers this; ctypes calls the C API on the thread itself."""
     thread = threading.get_ident()
-    if thread not in _threads_kept and thread != threading.main_thread().ident:
+    if thread not in _threads_kept:
         ctypes.pythonapi.PyGILState_Ensure()
         _threads_kept.add(thread)
 
 
-_threads_kept: set[int] = set()  # TF threads whose thread state keep_thread_state pinned
+# Threads whose thread state lives as long as they do: the main thread's always does (there
+# the callback runs with compile = "eager"), TF's once keep_thread_state pinned it.
+_threads_kept: set[int] = {threading.main_thread().ident}
 
 
 class RolloutCollector:
