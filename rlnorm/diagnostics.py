@@ -38,13 +38,12 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
-from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.plugins.text.summary_v2 import text_pb
 
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
 from rlnorm.dashboard import NETS, STAGES, scales_layout, write_hparams, write_layout
+from rlnorm.logger import scalar_summary, write_summary
 from rlnorm.networks import BATCHNORM_KINDS
 
 SATURATION = 0.99  # |tanh| above this passes < 2% of the gradient (1 - 0.99^2)
@@ -238,9 +237,7 @@ class ScaleDiagnostics:
             values[f"scale/{n}/learning_rate"] = float(np.asarray(optimizers[n].learning_rate))
         self.last = values
         # One raw Summary per diagnostics step: ~150 eager tf.summary calls would cost ~0.1 s.
-        summary = summary_pb2.Summary()
-        for tag, value in values.items():
-            summary.value.extend(scalar_pb(tag, value).value)
+        summary = scalar_summary(values)
         for tag, array in self.histograms(raw, histograms).items():
             summary.value.extend(histogram_pb(tag, array).value)
         checked = {**values, **{f"train_step/{k}": float(v) for k, v in metrics.items()}}
@@ -248,8 +245,7 @@ class ScaleDiagnostics:
             text = f"rlnorm scale alarm '{rule}' at env step {step}: {message}"
             warnings.warn(text, ScaleAlarmWarning, stacklevel=2)
             summary.value.extend(text_pb(f"alarms/{rule}", text).value)
-        with self.writer.as_default():
-            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+        write_summary(self.writer, summary, step)
 
     # -- from raw tensors to what is written -------------------------------------------------------
     def statistics(self, raw: dict, batch: dict) -> dict[str, float]:
