@@ -10,8 +10,10 @@ Everything is measured in ONE process and one sitting, so the ratios survive a n
 Prints JSON: the ceiling (SyncVectorEnv(8) CartPole-v1 with random actions, steps/s), rlnorm
 A2C training steps/s for each norm with diagnostics off and at the default cadence, each as a
 ratio of the ceiling measured right before that run (medians over `--repeats`), the median
-latency of one update (one compiled call), trace counts, peak RSS, and the time from `rlnorm train` start to the
-first env step (a subprocess). Training steps/s come twice:
+latency of one update (one compiled call), trace counts, and, from fresh subprocesses, the time
+from `rlnorm train` start to the first env step, the default run's peak RSS and the peak RSS of
+a process that only imports what a run imports (the floor under it: TensorFlow alone is ~500 MB
+here). Training steps/s come twice:
 `steps_per_second` over the whole `train()` call (env and agent construction, tracing
 included) and `steady_steps_per_second` after the first update (which traces).
 The ceiling is always the SyncVectorEnv(8), as issue #6 defines it; training uses the recipe's
@@ -192,6 +194,31 @@ def default_run_subprocess(agents_dir: Path) -> dict:
     }
 
 
+def import_floor_subprocess() -> dict:
+    """The peak RSS of a fresh process that only imports what every rlnorm run imports
+    (TensorFlow, Keras, Gymnasium, the training loop) and trains nothing: the floor under the
+    default run's peak RSS, measured in the same sitting (the library's pages that count
+    depend on the page cache). Split into anonymous memory and mapped files at the end."""
+    code = (
+        "import rlnorm.train\n"
+        "f = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "print(*(int(f[k].split()[0]) / 1024 for k in ('VmHWM', 'RssAnon', 'RssFile')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout.split()
+    peak, anon, files = (float(x) for x in out[-3:])
+    return {
+        "import_only_peak_rss_mb": peak,
+        "import_only_rss_anon_mb": anon,
+        "import_only_rss_file_mb": files,
+    }
+
+
 def main() -> None:
     args = parse_args()
     if args.cpu is not None:
@@ -295,6 +322,10 @@ def main() -> None:
     result["harness_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not args.no_startup:
         result.update(default_run_subprocess(root / "agents"))
+        result.update(import_floor_subprocess())
+        result["default_run_rss_over_import_mb"] = (
+            result["default_run_peak_rss_mb"] - result["import_only_peak_rss_mb"]
+        )
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
