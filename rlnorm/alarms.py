@@ -20,6 +20,11 @@ VALUE_WARMUP_UPDATES = 100  # updates before the value network's scale is judged
 GRAD_NORM_FACTOR = 100.0  # x max_grad_norm, before clipping
 INACTIVE_FRACTION = 0.5  # dead (relu) or saturated (tanh) units of one layer
 BN_KL = 0.1  # KL(policy in training mode || policy in inference mode), nats
+# Updates before a rule is judged (rules not named: from the first update). Before its first
+# ~100 updates the value network predicts its initialization, not a scale it has learned (the
+# default run's first update: std ratio 0.03), and an alarm spent on that would stay quiet
+# about a real mismatch later in the run.
+WARMUP_UPDATES = {"value_scale": VALUE_WARMUP_UPDATES}
 
 
 class ScaleAlarmWarning(UserWarning):
@@ -150,13 +155,9 @@ class ScaleAlarms:
         """Rules that fire at `step` for the first time, as (rule, message)."""
         new = []
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
-        # A value network before its first ~100 updates predicts its initialization, not a
-        # scale it has learned (the default run's first update: std ratio 0.03), and an alarm
-        # spent on that would stay quiet about a real mismatch later in the run.
-        steps_per_update = self.config.n_steps * self.config.n_envs
-        warming_up = step < VALUE_WARMUP_UPDATES * steps_per_update
+        updates_done = step // (self.config.n_steps * self.config.n_envs)
         for name, rule in RULES.items():
-            if name in self.fired or (name == "value_scale" and warming_up):
+            if name in self.fired or updates_done < WARMUP_UPDATES.get(name, 0):
                 continue
             # Only the nonfinite rule sees NaN/Inf; the others judge the finite values.
             message = rule(values if name == "nonfinite" else finite, self.config)
