@@ -14,37 +14,10 @@ import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from rlnorm.losses import a2c_loss, explained_variance, masked_mean
 from rlnorm.networks import build_networks
-
-
-class TorchRMSprop(keras.optimizers.RMSprop):
-    """RMSprop in PyTorch's form, which SB3's A2C uses: v = rho*v + (1-rho)*g^2 and
-    w -= lr * g / (sqrt(v) + eps). Keras' RMSprop divides by sqrt(v + eps) instead, which with
-    eps = 1e-5 damps small gradients far more (sqrt(1e-5) ~ 3e-3 vs 1e-5). Keras' `rho` is
-    PyTorch's `alpha` (SB3: 0.99); `epsilon` keeps its PyTorch meaning (SB3: 1e-5)."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        velocity = self._velocities[self._get_variable_index(variable)]
-        self.assign(velocity, self.rho * velocity + (1.0 - self.rho) * ops.square(gradient))
-        self.assign_sub(variable, lr * gradient / (ops.sqrt(velocity) + self.epsilon))
-
-
-def make_optimizer(config, name: str) -> keras.optimizers.Optimizer:
-    if config.optimizer == "rmsprop":
-        return TorchRMSprop(
-            learning_rate=config.learning_rate,
-            rho=config.rms_decay,
-            epsilon=config.optimizer_eps,
-            name=name,
-        )
-    return keras.optimizers.Adam(
-        learning_rate=config.learning_rate, epsilon=config.optimizer_eps, name=name
-    )
+from rlnorm.optimizers import make_optimizer
 
 
 def observation_spec(space: gym.Space) -> tf.TensorSpec:
@@ -152,7 +125,9 @@ class A2CAgent(tf.Module):
             for net in (self.policy, self.value)
             for w in net.trainable_weights + net.non_trainable_weights
         ]
-        reads = [(w, w.value) for w in weights]
+        # `w.value` is the backend tf.Variable (mapping to it would read it at every use);
+        # `convert_to_tensor` is the read itself.
+        reads = [(w, tf.convert_to_tensor(w)) for w in weights]
         with keras.StatelessScope(state_mapping=reads), self.normalizer.read_once():
             yield
 
@@ -229,14 +204,10 @@ class A2CAgent(tf.Module):
             tf.math.is_finite(tf.stack([total, policy_grad_norm, value_grad_norm]))
         )
 
-        def apply():
-            self.policy_optimizer.apply(policy_grads, policy_vars)
-            self.value_optimizer.apply(value_grads, value_vars)
-            return tf.constant(True)
-
-        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        self.policy_optimizer.apply(policy_grads, policy_vars, applied=finite)
+        self.value_optimizer.apply(value_grads, value_vars, applied=finite)
         metrics = dict(losses)
-        metrics["update_applied"] = applied
+        metrics["update_applied"] = finite
         metrics.update(
             policy_grad_norm=policy_grad_norm,
             value_grad_norm=value_grad_norm,
