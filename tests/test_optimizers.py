@@ -120,3 +120,24 @@ def test_compiled_step_equals_eager_and_a_missing_gradient_leaves_its_weight():
     optimizer.apply([steps[0][0], None], variables)
     np.testing.assert_array_equal(variables[1].numpy(), bias)
     assert not np.array_equal(variables[0].numpy(), eager[0].numpy())
+
+
+def test_slots_and_iterations_round_trip_through_a_checkpoint(tmp_path):
+    optimizer = Adam(learning_rate=0.01, name="policy_optimizer")
+    variables = run(optimizer, gradients(4))
+    path = tf.train.Checkpoint(optimizer=optimizer).write(str(tmp_path / "ckpt"))
+    saved = [s.numpy().copy() for s in optimizer.slots]
+    assert all(np.abs(s).sum() > 0 for s in saved)
+    fresh = Adam(learning_rate=0.01, name="policy_optimizer")
+    fresh.build([keras.Variable(w) for w in start_weights()])
+    tf.train.Checkpoint(optimizer=fresh).read(path).assert_existing_objects_matched()
+    for got, want in zip(fresh.slots, saved, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert int(fresh.iterations.numpy()) == 3
+    # The restored optimizer takes the same next step as the one that never stopped.
+    next_grads = gradients(5, steps=1)[0]
+    fresh_vars = [keras.Variable(v.numpy()) for v in variables]
+    optimizer.apply(next_grads, variables)
+    fresh.apply(next_grads, fresh_vars)
+    for a, b in zip(variables, fresh_vars, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
