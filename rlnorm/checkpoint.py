@@ -28,6 +28,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's variables do not fit the agent (another rlnorm's layout)."""
+
+
 class Checkpointer:
     """Saves and restores everything a run needs to continue exactly where it stopped."""
 
@@ -70,11 +74,21 @@ class Checkpointer:
         path = path or self.latest
         if path is None:
             raise FileNotFoundError(f"No checkpoint in {self.directory}.")
-        status = self.checkpoint.restore(path)
-        if partial:
-            status.expect_partial()
-        else:
-            status.assert_existing_objects_matched()
+        try:
+            status = self.checkpoint.restore(path)
+            if partial:
+                status.expect_partial()
+            else:
+                status.assert_existing_objects_matched()
+        except (ValueError, AssertionError) as e:
+            # TF names the variable but not the cause: the config is checked before this
+            # (train.SHAPE_FIELDS), so what is left is a checkpoint written by another layout.
+            raise CheckpointMismatchError(
+                f"Checkpoint {path} does not fit the agent its run's config builds: "
+                f"{str(e).splitlines()[0]} It was written by an rlnorm whose checkpoint layout "
+                "differs (the optimizer slots became one flat vector per network in issue #6); "
+                "it cannot be resumed or evaluated by this version: start a new run."
+            ) from e
         step = int(self.env_step.numpy())
         sidecar = self.directory / f"trainer_state-{step}.json"
         state = json.loads(sidecar.read_text()) if sidecar.exists() else {}

@@ -26,7 +26,7 @@ def load_agent(run_dir: str | Path, envs=None):
     agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
     checkpointer = Checkpointer(checkpoint_dir(run_dir), agent, max_to_keep=10**6)
     # Read-only: the manager is never asked to save, and optimizer slots are not needed.
-    checkpointer.checkpoint.restore(checkpointer.latest).expect_partial()
+    checkpointer.restore(partial=True)
     agent.normalizer.frozen = True
     return config, agent, checkpointer.latest
 

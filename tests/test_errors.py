@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import gymnasium as gym
+import keras
 import nonfinite_envs
 import numpy as np
 import pytest
@@ -401,6 +402,32 @@ def test_resume_applies_other_overrides_even_back_to_a_default(tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["total_steps"] == 80
     saved = load_toml(run_dir / "config.toml")
     assert (saved.ent_coef, saved.total_steps, saved.hidden_sizes) == (0.0, 80, (16,))
+
+
+def test_a_checkpoint_of_another_layout_is_refused_naming_it(tmp_path, capsys):
+    """A checkpoint with per-weight optimizer slots (Keras' RMSprop: rlnorm's layout before the
+    flat optimizers) stops resume, eval and export with a message naming the variable, the
+    cause and the fix, and nothing in the run folder changes."""
+    run_dir = make_saved_run(tmp_path / "run")
+    config = load_toml(run_dir / "config.toml")
+    envs = gym.make_vec(config.env_id, num_envs=1)
+    agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+    envs.close()
+    for name, net in (("policy_optimizer", agent.policy), ("value_optimizer", agent.value)):
+        per_weight = keras.optimizers.RMSprop(name=name)
+        per_weight.build(net.trainable_weights)
+        setattr(agent, name, per_weight)
+    Checkpointer(checkpoint_dir(run_dir), agent).save(80)
+    before = folder_state(run_dir)
+    exported = tmp_path / "exported"
+    for argv in (["train", "--resume", run_dir], ["eval", run_dir], ["export", run_dir, exported]):
+        message = run_cli(capsys, *map(str, argv))
+        assert message.startswith(
+            f"Checkpoint {checkpoint_dir(run_dir) / 'ckpt-80'} does not fit the agent"
+        ), message
+        assert re.search(r"(policy|value)_optimizer/velocity", message), message
+        assert message.endswith("start a new run."), message
+    assert folder_state(run_dir) == before and not exported.exists()
 
 
 # -- folders that are not runs, runs with no checkpoint -----------------------------------------
