@@ -203,7 +203,6 @@ class A2CAgent(tf.Module):
         finite = tf.reduce_all(
             tf.math.is_finite(tf.stack([total, policy_grad_norm, value_grad_norm]))
         )
-
         self.policy_optimizer.apply(policy_grads, policy_vars, applied=finite)
         self.value_optimizer.apply(value_grads, value_vars, applied=finite)
         metrics = dict(losses)
