@@ -159,7 +159,7 @@ def run_one(variant: str, seed: int, steps: int, diagnostics_every: int, runs_ro
     import warnings
 
     warnings.simplefilter("ignore")  # scale alarms: expected for the failing baselines
-    from rlnorm.train import train
+    from rlnorm.loop import train
 
     norm, momentum = parse_variant(variant)
     config = load_recipe()

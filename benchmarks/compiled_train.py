@@ -1,4 +1,4 @@
-"""Throughput and time-to-solve of the compiled A2C backend (rlnorm.compiled.train) on
+"""Throughput and time-to-solve of the compiled A2C backend (rlnorm.compiled.loop) on
 CartPole-v1 with the recipe agents/cartpole_compiled.py. Prints one JSON object.
 
     python benchmarks/compiled_train.py [--n-envs 256,1024,4096] [--seeds 0,1,2]
@@ -13,7 +13,7 @@ the best of --repeats calls of as many whole updates (rollout, GAE, train step, 
 merge) as make about --steps env steps gives env-steps/s, per wall second and per CPU second
 of this process (all threads; TensorFlow's default thread pools, i.e. one thread per core).
 solve: for each seed, a fresh Python process trains the recipe until the last-100 mean return
-reaches 475: `train_seconds` is the wall time of `train_compiled` (env, agent, tracing, XLA
+reaches 475: `train_seconds` is the wall time of `rlnorm.loop.train` (env, agent, tracing, XLA
 compile, training, logging, checkpoints), `process_seconds` adds Python start-up and the
 TensorFlow import. With --xla-cache DIR the processes share TensorFlow's persistent XLA
 cache (TF_XLA_FLAGS=--tf_xla_persistent_cache_directory): the first seed fills it, the
@@ -45,9 +45,9 @@ sys.path.insert(0, {root!r})
 import importlib.util
 spec = importlib.util.spec_from_file_location("recipe", {recipe!r})
 recipe = importlib.util.module_from_spec(spec); spec.loader.exec_module(recipe)
-from rlnorm.compiled.train import train_compiled
+from rlnorm.loop import train
 t1 = time.perf_counter()
-s = train_compiled(recipe.CONFIG.replace(seed={seed}, compile={mode!r}, runs_root={runs!r}),
+s = train(recipe.CONFIG.replace(seed={seed}, compile={mode!r}, runs_root={runs!r}),
     quiet=True)
 print(json.dumps({{"seed": {seed}, "compile": {mode!r}, "train_seconds": time.perf_counter() - t1,
     "import_seconds": t1 - t0, "compile_seconds": s["compile_seconds"],
@@ -68,7 +68,7 @@ def throughput(n_envs: int, mode: str, steps: float, repeats: int, n_steps=None)
 
     from rlnorm.agent import A2CAgent
     from rlnorm.compiled import make_tf_env
-    from rlnorm.compiled.train import CompiledLoop
+    from rlnorm.compiled.loop import CompiledLoop
     from rlnorm.normalizer import RewardScaler
 
     config = recipe_config().replace(n_envs=n_envs, compile=mode)
@@ -85,7 +85,7 @@ def throughput(n_envs: int, mode: str, steps: float, repeats: int, n_steps=None)
     def call(n):
         nonlocal carry
         wall, cpu = time.perf_counter(), time.process_time()
-        carry, total = loop.run(carry, tf.constant(n, tf.int32))
+        carry, total, _ = loop.run(carry, tf.constant(n, tf.int32))
         float(total["policy_loss"])  # wait for the result
         return time.perf_counter() - wall, time.process_time() - cpu
 

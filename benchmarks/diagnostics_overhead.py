@@ -60,7 +60,7 @@ def time_diagnostics() -> None:
 def run(config, diagnostics: bool, root: Path, index: int) -> dict:
     """Env steps per wall second and per CPU second of this process; the share of the run's
     wall and CPU time spent inside the diagnostics."""
-    from rlnorm.train import train
+    from rlnorm.loop import train
 
     run_dir = root / f"{'on' if diagnostics else 'off'}_{index}"
     config = config.replace(diagnostics=diagnostics, run_dir=str(run_dir))

@@ -96,16 +96,14 @@ def latencies(config, calls: int = 300) -> dict:
     import numpy as np
 
     from rlnorm.agent import A2CAgent
-    from rlnorm.envs import autoreset_mode_of, make_vec_env
-    from rlnorm.rollout import RolloutCollector
-    from rlnorm.update import Updater
+    from rlnorm.envs import make_vec_env
+    from rlnorm.update import VectorEnvUpdater
 
     envs = make_vec_env(
         config.env_id, config.n_envs, 0, config.vectorization_mode, episode_statistics=False
     )
     agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
-    collector = RolloutCollector(envs, agent, config.n_steps, autoreset_mode_of(envs), seed=0)
-    updater = Updater(agent, collector)
+    updater = VectorEnvUpdater(agent, envs, seed=0)
     obs, _ = envs.reset(seed=0)
     n = config.n_envs * config.n_steps
     batch = (
@@ -128,7 +126,7 @@ def latencies(config, calls: int = 300) -> dict:
 
     return {
         "update_us": median_us(
-            lambda: updater.update(0, lambda *_: None).metrics["update_applied"]
+            lambda: updater.update(0, 1, lambda *_: None).metrics["update_applied"]
         ),
         "act_us": median_us(lambda: agent.act(obs)[0].numpy()),
         "train_step_us": median_us(lambda: agent.train_step(*batch)["policy_loss"].numpy()),
@@ -138,7 +136,7 @@ def latencies(config, calls: int = 300) -> dict:
 def train_steps_per_second(config) -> dict:
     """One training run, right after a ceiling measurement: the machine's speed drifts (2x
     within minutes here), so each run's ratio uses the ceiling measured next to it."""
-    from rlnorm.train import train
+    from rlnorm.loop import train
 
     ceiling = ceiling_steps_per_second()
     with tempfile.TemporaryDirectory() as d:
@@ -200,7 +198,7 @@ def import_floor_subprocess() -> dict:
     default run's peak RSS, measured in the same sitting (the library's pages that count
     depend on the page cache). Split into anonymous memory and mapped files at the end."""
     code = (
-        "import rlnorm.train\n"
+        "import rlnorm.loop\n"
         "f = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
         "print(*(int(f[k].split()[0]) / 1024 for k in ('VmHWM', 'RssAnon', 'RssFile')))"
     )
@@ -294,7 +292,7 @@ def main() -> None:
             "rlnorm_steady_ratio_to_ceiling": med(r["steady_ratio_to_ceiling"] for r in ours),
         }
         # Time to solve (last-100 mean >= 475), from the start of training, per seed.
-        from rlnorm.train import train
+        from rlnorm.loop import train
 
         solve = []
         for seed in [int(x) for x in args.solve_seeds.split(",") if x]:

@@ -108,7 +108,7 @@ def run_command(args, base_config) -> int:
             print(f"{key} = {value!r}\n    {docs.get(key, '')}")
         return 0
     if args.command == "train":
-        from rlnorm.train import train
+        from rlnorm.loop import train
 
         config = build_config(args, base_config) if not args.resume else resume_request(args)
         summary = train(config, resume=args.resume, quiet=args.quiet)

@@ -51,6 +51,41 @@ def resolve_env_id(env_id: str) -> str:
     return name
 
 
+def open_vec_env(config, env=None) -> gym.vector.VectorEnv:
+    """The training envs: `config.env_id` made as `config` says, or `env` given by the user, a
+    Gymnasium VectorEnv (used as it is) or a callable returning a new single env (called
+    `config.n_envs` times, stepped by a SyncVectorEnv). Spaces are checked either way."""
+    if env is None:
+        return make_vec_env(
+            config.env_id,
+            config.n_envs,
+            config.seed,
+            config.vectorization_mode,
+            config.autoreset_mode,
+            episode_statistics=False,  # the rollout counts episodes itself (rlnorm.rollout)
+        )
+    if isinstance(env, gym.vector.VectorEnv):
+        envs = env
+    elif callable(env) and not isinstance(env, gym.Env):
+        mode = AUTORESET[config.autoreset_mode]
+        envs = gym.vector.SyncVectorEnv([env] * config.n_envs, autoreset_mode=mode)
+    else:
+        raise EnvError(
+            f"env = {env!r} is neither a Gymnasium VectorEnv nor a factory of envs. Pass "
+            "`lambda: MyEnv()` (rlnorm makes n_envs copies) or a gymnasium.vector env."
+        )
+    if envs.num_envs != config.n_envs:
+        raise EnvError(
+            f"The vector env given has {envs.num_envs} envs but config n_envs = "
+            f"{config.n_envs}: set n_envs={envs.num_envs}, or pass a factory of single envs."
+        )
+    check_spaces(envs.single_observation_space, envs.single_action_space, config.env_id)
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = ClipBoxAction(envs)
+    envs.action_space.seed(config.seed)
+    return envs
+
+
 def make_vec_env(
     env_id: str,
     n_envs: int,

@@ -96,13 +96,15 @@ class RunLogger:
                 tf.summary.text("config", config_markdown(config), step=0)
 
     # -- episodes ---------------------------------------------------------------------------
-    def record_episodes(self, returns: np.ndarray, lengths: np.ndarray) -> None:
+    def record_episodes(self, returns: np.ndarray, lengths: np.ndarray, unseen: int = 0) -> None:
+        """Finished episodes in the order they finished; `unseen` more finished before them
+        whose returns are not given (a compiled call hands over only its last 100)."""
         for r, n in zip(returns, lengths, strict=True):
             self.recent_returns.append(float(r))
             self.recent_lengths.append(int(n))
             self._new_returns.append(float(r))
             self._new_lengths.append(float(n))
-        self.episodes += len(returns)
+        self.episodes += len(returns) + unseen
 
     @property
     def mean_return(self) -> float | None:

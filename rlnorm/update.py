@@ -1,6 +1,7 @@
-"""One A2C update as ONE compiled call: rollout -> targets -> train step -> normalizer merge.
+"""The Gymnasium env adapter: one A2C update as ONE compiled call, rollout -> targets -> train
+step -> normalizer merge.
 
-`rlnorm.train` calls `Updater.update()` once per update. The graph runs, in this order:
+The training loop (`rlnorm.loop`) calls `VectorEnvUpdater.update()` once per update. The graph runs, in this order:
 
     1. rollout: n_steps of act (inference mode) + env step (`RolloutCollector`, the env is
        stepped from inside the graph by `tf.numpy_function`); RAW observations stored;
@@ -31,8 +32,9 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from rlnorm.agent import compile_function, direct_call
+from rlnorm.envs import autoreset_mode_of
 from rlnorm.returns import compute_gae, next_state_values
-from rlnorm.rollout import Rollout
+from rlnorm.rollout import Rollout, RolloutCollector
 
 
 class Batch(NamedTuple):
@@ -46,20 +48,23 @@ class Batch(NamedTuple):
 
 
 class UpdateOutput:
-    """One update's result: `metrics` (train-step scalars as Python floats; `update_applied` is
-    1.0 or 0.0), and, read on demand from the variables the graph wrote them to, `batch`,
-    `rewards` (raw env rewards), `values` (V(s_t) at acting time) and `log_probs` (of the actions
-    at acting time), all [N]. Read them before the next update overwrites the variables."""
+    """The result of one adapter call of `n_updates` updates: `metrics` (train-step scalars as
+    Python floats, means over the call's updates; `update_applied` is 1.0 when every update was
+    applied), and, read on demand from the variables (or tensors) the graph wrote them to, the
+    last update's `batch`, `rewards` (raw env rewards), `values` (V(s_t) at acting time) and
+    `log_probs` (of the actions at acting time), all [N]. Read them before the next update
+    overwrites the variables."""
 
-    def __init__(self, metrics: dict, stash: dict):
+    def __init__(self, metrics: dict, stash: dict, n_updates: int = 1):
         self.metrics = metrics
+        self.n_updates = n_updates
         self._stash = stash
         self._read: dict | None = None
 
     def _field(self, name: str) -> tf.Tensor:
         if self._read is None:
             # A snapshot: TF copies a variable's buffer on write while a read of it is alive.
-            self._read = {k: v.read_value() for k, v in self._stash.items()}
+            self._read = {k: tf.convert_to_tensor(v) for k, v in self._stash.items()}
         return self._read[name]
 
     @property
@@ -104,12 +109,15 @@ def targets(rollout: Rollout, gamma: float, gae_lambda: float, reward_scaler=Non
     )
 
 
-class Updater:
-    """The compiled update of the Python-stepped loop (the collector holds the current obs)."""
+class VectorEnvUpdater:
+    """The compiled update on a Gymnasium vector env (the collector holds the current obs)."""
 
-    def __init__(self, agent, collector, reward_scaler=None):
-        self.agent, self.collector, self.reward_scaler = agent, collector, reward_scaler
+    def __init__(self, agent, envs, reward_scaler=None, seed: int | None = None):
         config = agent.config
+        collector = RolloutCollector(
+            envs, agent, config.n_steps, autoreset_mode_of(envs), config.nonfinite, seed=seed
+        )
+        self.agent, self.collector, self.reward_scaler = agent, collector, reward_scaler
         self.gamma, self.gae_lambda = config.gamma, config.gae_lambda
         mode = config.compile
         # With compile = "xla" the train step is its own XLA cluster inside the update graph
@@ -157,8 +165,14 @@ class Updater:
         return next_obs, tf.stack([tf.cast(m, tf.float32) for m in metrics.values()])
 
     # -- the Python side --------------------------------------------------------------------------
-    def update(self, env_step: int, episode_callback) -> UpdateOutput:
-        """One whole update (one compiled call); finished episodes go to `episode_callback`."""
+    def updates_in_next_call(self, env_step: int, diagnosed: bool) -> int:
+        return 1  # the env is stepped from Python: one update per call is all the graph holds
+
+    def update(
+        self, env_step: int, n: int = 1, episode_callback=None, keep_batch: bool = True
+    ) -> UpdateOutput:
+        """One whole update (one compiled call; `n` is always 1 here, and the batch is always
+        kept); finished episodes go to `episode_callback(returns, lengths)`."""
         if self._update_call is None:
             eager = self.agent.config.compile == "eager"
             self._update_call = (
@@ -166,6 +180,13 @@ class Updater:
             )
         metrics = self.collector.run(self._update_call, env_step, episode_callback).numpy()
         return UpdateOutput(dict(zip(self.metric_names, metrics.tolist())), self.stash)
+
+    def summary_fields(self) -> dict:
+        return {
+            "dropped_steps": self.collector.n_dropped,
+            "first_env_step_time": self.collector.first_step_time,
+            "autoreset_mode": self.collector.autoreset_mode,
+        }
 
     def trace_counts(self) -> dict[str, int]:
         """Traces of the update graph (1 once used: the signature is fixed)."""

@@ -1,4 +1,4 @@
-"""The compiled A2C loop (rlnorm.compiled.train): the same math as the Python-stepped path, the
+"""The compiled env adapter (rlnorm.compiled.loop) under the one training loop: the same math as the Python-stepped path, the
 same run folder, determinism, and the recipe's CartPole regression (slow).
 
 Runs use compile="graph", as the recipe does (an XLA compile of the whole loop costs ~11 CPU-s
@@ -18,10 +18,10 @@ from test_train import SUMMARY_KEYS, WALL_CLOCK, checkpoint_value, read_events
 
 from rlnorm.agent import A2CAgent
 from rlnorm.compiled import make_tf_env
-from rlnorm.compiled.train import RECENT, CompiledLoop, push_recent, train_compiled
-from rlnorm.config import Config, ConfigError
+from rlnorm.compiled.loop import RECENT, CompiledLoop, push_recent
+from rlnorm.config import Config, ConfigError, load_toml
+from rlnorm.loop import train
 from rlnorm.returns import compute_gae
-from rlnorm.train import train
 
 SHORT = dict(
     backend="compiled",
@@ -46,9 +46,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     config = Config(runs_root=str(root), **SHORT)
     # The same run without diagnostics: every update fused into the compiled loop, none split.
-    return config, [
-        train_compiled(c, quiet=True) for c in (config, config.replace(diagnostics=False))
-    ]
+    return config, [train(c, quiet=True) for c in (config, config.replace(diagnostics=False))]
 
 
 def test_run_folder_matches_the_python_path(runs):
@@ -104,15 +102,28 @@ def test_same_seed_same_numbers_split_or_fused(runs):
     assert a == b
 
 
-def test_unsupported_env_id_and_resume_are_refused(tmp_path):
+def test_unsupported_env_id_is_refused_before_a_run_folder(tmp_path):
     config = Config(env_id="LunarLander-v3", runs_root=str(tmp_path), **SHORT)
     with pytest.raises(ConfigError, match="SUPPORTED_ENV_IDS.*CartPole-v1"):
-        train_compiled(config)
-    with pytest.raises(ConfigError, match="SUPPORTED_ENV_IDS"):
-        train(config)  # rlnorm.train dispatches backend = "compiled" here
-    with pytest.raises(ConfigError, match="Resume"):
-        train_compiled(Config(runs_root=str(tmp_path), **SHORT), resume=tmp_path)
+        train(config)
     assert not any(tmp_path.iterdir())  # refused before any run folder is made
+
+
+def test_resume_continues_to_the_new_budget(tmp_path):
+    """The one loop resumes the compiled backend too: weights, normalizer and step from the
+    checkpoint, envs restarted from fresh seeds."""
+    first = train(Config(runs_root=str(tmp_path), **{**SHORT, "total_steps": 1024}), quiet=True)
+    run_dir = first["run_dir"]
+    resumed = train(
+        load_toml(Path(run_dir) / "config.toml").replace(total_steps=2048),
+        resume=run_dir,
+        quiet=True,
+    )
+    assert resumed["total_steps"] == 2048 and resumed["run_dir"] == run_dir
+    assert checkpoint_value(run_dir, "normalizer/count", 1024) == 1024
+    assert checkpoint_value(run_dir, "normalizer/count", 2048) == 2048
+    assert int(checkpoint_value(run_dir, "policy_optimizer/_iterations", 2048)) == 32
+    assert resumed["episodes"] > first["episodes"]
 
 
 # -- the episode buffer --------------------------------------------------------------------------
@@ -179,7 +190,7 @@ def test_one_compiled_update_is_the_python_paths_math(env_id, norm):
     before = state_of(agent)
 
     # The rollout and its targets, as the compiled update sees them (collect does not train).
-    _, batch = loop.collect(start)
+    _, batch, _ = loop.collect(start)
     obs, actions = batch.obs.numpy(), batch.actions.numpy()
     T, n = config.n_steps, config.n_envs
 
@@ -208,7 +219,7 @@ def test_one_compiled_update_is_the_python_paths_math(env_id, norm):
 
     # 3. One whole compiled update from the same start ...
     set_state(agent, before)
-    _, total = loop.run(start, tf.constant(1, tf.int32))
+    _, total, _ = loop.run(start, tf.constant(1, tf.int32))
     compiled = state_of(agent)
     # ... equals A2CAgent._train_step run eagerly on that batch, then the normalizer merge.
     set_state(agent, before)
@@ -234,7 +245,7 @@ def test_recipe_solves_cartpole(tmp_path):
     spec = importlib.util.spec_from_file_location("cartpole_compiled", path)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    summary = train_compiled(recipe.CONFIG.replace(runs_root=str(tmp_path)), quiet=True)
+    summary = train(recipe.CONFIG.replace(runs_root=str(tmp_path)), quiet=True)
     assert summary["stopped_by"] == "target_return"
     assert summary["mean_return_last_100"] >= 475
     # Measured here: 655,360 env steps for seed 0 (0.59-2.2M over seeds 0-5), ~4 s.

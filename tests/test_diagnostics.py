@@ -553,7 +553,7 @@ def test_value_scale_waits_for_warmup_and_compares_magnitudes():
 def small_run(tmp_path_factory):
     """A 200-step CartPole run with BatchNorm in both networks: diagnostics every 50 env
     steps, histograms every 100 (10 env steps per update)."""
-    from rlnorm.train import train
+    from rlnorm.loop import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "CartPole-v1" / "batch"
     config = Config(
@@ -668,7 +668,7 @@ def test_doctor_reports_the_run(small_run, capsys):
 def test_training_is_identical_with_diagnostics_on_or_off(tmp_path):
     """The diagnostics only look: the same seed trains to the same weights either way
     (BatchNorm and Batch Renorm, whose statistics the pass must restore, a pass every update)."""
-    from rlnorm.train import train
+    from rlnorm.loop import train
 
     weights = {}
     for on in (False, True):

@@ -25,8 +25,8 @@ from rlnorm.checkpoint import Checkpointer, atomic_write_text
 from rlnorm.cli import main
 from rlnorm.config import Config, load_toml, to_toml
 from rlnorm.evaluate import load_agent
+from rlnorm.loop import train
 from rlnorm.run_dir import checkpoint_dir
-from rlnorm.train import train
 
 # 4 envs x 5 steps = 20 env steps per update; env index 2 misbehaves at its 7th step() call,
 # the 2nd vector step of the 2nd rollout.

@@ -24,8 +24,8 @@ from rlnorm.checkpoint import Checkpointer, atomic_write_text
 from rlnorm.cli import main
 from rlnorm.config import Config, to_toml
 from rlnorm.evaluate import evaluate, load_agent, variables_snapshot
+from rlnorm.loop import train
 from rlnorm.run_dir import checkpoint_dir, load_run_config
-from rlnorm.train import train
 
 TINY = dict(total_steps=2000, checkpoint_every=1000, log_every=1000, diagnostics=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlnorm.train import train
+from rlnorm.loop import train
 
 RECIPES = Path(__file__).resolve().parents[1] / "agents"
 BUDGET = 300_000

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rlnorm.train import train
+from rlnorm.loop import train
 
 RECIPE = Path(__file__).resolve().parents[1] / "agents" / "cartpole_batch_renorm.py"
 BUDGET = 300_000

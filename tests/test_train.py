@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from rlnorm.config import Config, ConfigError, load_toml
 from rlnorm.envs import EnvError, resolve_env_id
-from rlnorm.train import train
+from rlnorm.loop import train
 
 SUMMARY_KEYS = {
     "env_id",

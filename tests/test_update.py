@@ -11,9 +11,8 @@ import pytest
 
 from rlnorm.agent import A2CAgent
 from rlnorm.config import Config
-from rlnorm.envs import autoreset_mode_of, make_vec_env
-from rlnorm.rollout import RolloutCollector
-from rlnorm.update import Updater
+from rlnorm.envs import make_vec_env
+from rlnorm.update import VectorEnvUpdater
 
 CONFIG = Config(
     env_id="CartPole-v1", n_envs=4, n_steps=5, seed=3, learning_rate=1e-2, diagnostics=False
@@ -30,10 +29,7 @@ def make_updater(config: Config):
         episode_statistics=False,
     )
     agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
-    collector = RolloutCollector(
-        envs, agent, config.n_steps, autoreset_mode_of(envs), seed=config.seed
-    )
-    return envs, agent, Updater(agent, collector)
+    return envs, agent, VectorEnvUpdater(agent, envs, seed=config.seed)
 
 
 @pytest.mark.parametrize("autoreset_mode", ["same_step", "next_step"])
@@ -42,7 +38,7 @@ def test_update_steps_with_acting_statistics_then_merges_exactly_the_valid_obs(a
     episodes = []
     merged = []
     for i in range(N_UPDATES):
-        out = updater.update(i * 20, lambda r, n: episodes.extend(r))
+        out = updater.update(i * 20, 1, lambda r, n: episodes.extend(r))
         valid = out.batch.valid.numpy() > 0
         # The train step's forward pass used the normalizer statistics (and weights) that
         # acted: its mean log-prob of the taken actions is the acting-time one. A merge before
@@ -74,12 +70,12 @@ def test_diagnostics_of_an_update_see_the_variables_from_before_it():
     config = CONFIG.replace(policy_norm="batch", value_norm="layer")
     envs, agent, updater = make_updater(config)
     for i in range(3):
-        updater.update(i * 20, lambda r, n: None)
+        updater.update(i * 20, 1, lambda r, n: None)
     diagnostics = ScaleDiagnostics(agent, tf.summary.create_noop_writer(), config)
     captured = diagnostics.capture()
     optimizer_vars = agent.policy_optimizer.variables + agent.value_optimizer.variables
     optimizer_state = [v.numpy() for v in optimizer_vars]
-    out = updater.update(60, lambda r, n: None)
+    out = updater.update(60, 1, lambda r, n: None)
     updated = diagnostics.capture()
     diagnostics.record_update(80, out.batch, out.metrics, captured)
     after_record = diagnostics.capture()

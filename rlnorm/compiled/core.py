@@ -150,6 +150,9 @@ class TFVecEnv:
     def __repr__(self) -> str:
         return f"TFVecEnv({self.env_id}, n_envs={self.n_envs})"
 
+    def close(self) -> None:
+        """Nothing to release (a Gymnasium vector env's close stops workers)."""
+
     # -- state construction -------------------------------------------------------------------
 
     def reset(self, seed) -> EnvState:

@@ -1,36 +1,37 @@
-"""The A2C loop with a TF-native environment: many whole updates inside ONE compiled call.
+"""The TF-native env adapter: many whole A2C updates inside ONE compiled call.
 
     python agents/cartpole_compiled.py            # or: rlnorm train --backend compiled
 
-Same agent as `rlnorm.train`: the networks, the ONE shared normalizer, the norms, the losses
-and the optimizers are `A2CAgent`'s, and this file calls its plain-Python math (`_act`,
-`_predict_value`, `_train_step`, `normalizer.merge`) in the same order:
+Same agent as the Gymnasium adapter (`rlnorm.update`): the networks, the ONE shared
+normalizer, the norms, the losses and the optimizers are `A2CAgent`'s, and this file calls its
+plain-Python math (`_act`, `_predict_value`, `_train_step`, `normalizer.merge`) in the same
+order:
 
     rollout (inference mode, raw obs stored) -> targets (GAE; V(final obs) on truncation)
     -> train_step (training mode) -> normalizer merge of the rollout's raw obs (AFTER the step)
 
 The env is `rlnorm.compiled` (pure TF ops, SAME_STEP autoreset, so every step is valid) and
 `tf.while_loop`s replace the Python loops, so one call (`CompiledLoop.run`, XLA when
-compile = "xla") runs n updates and returns the sums of the train-step metrics. Between calls
-Python does what leaves the graph, with the Python path's own objects: `RunLogger` (charts/*,
-losses/*, summary.json), `Checkpointer`, `ScaleDiagnostics`, the target-return stop. Calls end
-where the Python loop would log or save (see `updates_in_next_call`). A diagnostics update
-runs split (`collect`, then `train_step`, then the normalizer merge, each a plain graph), so
-the diagnostic pass sees the update batch before the weights move, as in `rlnorm.train`.
+compile = "xla") runs n updates and returns the sums of the train-step metrics. The training
+loop (`rlnorm.loop`, the same for both adapters) ends a call where it must log, save or
+diagnose (`CompiledUpdater.updates_in_next_call`). A call stops early at an update whose loss
+or gradient is not finite (skipped, as in the other adapter), and keeps that update's batch
+for the loop's non-finite report. A diagnostics update runs split (`collect`, then
+`train_step`, then the normalizer merge, each a plain graph), so the loop hands the diagnostics
+the update batch as it does for the other adapter.
 
 Episode statistics live in the graph: per-env running return/length, and the last 100
-finished episodes (in the Python path's order: by step, then env index) in a fixed-size
+finished episodes (in the other adapter's order: by step, then env index) in a fixed-size
 buffer. `charts/episodic_return` is the mean of the last <= 100 episodes finished in a call
-(the Python path averages all episodes since the last log); losses/* are means over the
-call's updates (there: the last update's). Moot here: vectorization_mode,
-autoreset_mode (always SAME_STEP), nonfinite (the envs stay finite). Resume is refused.
+(the other adapter: all episodes since the last log); losses/* are means over the call's
+updates. Moot here: vectorization_mode, autoreset_mode (always SAME_STEP), nonfinite (the
+envs stay finite). A resumed run restarts its envs from fresh seeds (as the other adapter
+does): the env state is not checkpointed.
 """
 
 from __future__ import annotations
 
-import resource
 import time
-import warnings
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -38,13 +39,12 @@ import tensorflow as tf
 
 from rlnorm import config as config_lib
 from rlnorm.agent import A2CAgent, compile_function
-from rlnorm.checkpoint import Checkpointer, atomic_write_text
 from rlnorm.compiled import SUPPORTED_ENV_IDS, EnvState, TFVecEnv, make_tf_env
-from rlnorm.normalizer import RewardScaler
 from rlnorm.returns import compute_gae, next_state_values
-from rlnorm.update import Batch  # the valid column is all ones here (SAME_STEP autoreset)
+from rlnorm.update import Batch, UpdateOutput  # valid is all ones here (SAME_STEP autoreset)
 
 RECENT = 100  # episodes in mean_return_last_100
+ACTING = ("rewards", "values")  # what the non-finite report reads besides the batch
 MAX_METRICS = 32  # train-step metrics summed inside the loop (A2CAgent returns 12)
 
 
@@ -98,6 +98,17 @@ class CompiledLoop:
         self.clip = None
         if isinstance(space, gym.spaces.Box):  # the Python path's ClipAction wrapper
             self.clip = (tf.constant(space.low, tf.float32), tf.constant(space.high, tf.float32))
+        # Where a call leaves the batch of an update it skipped (NaN/Inf), for the loop's report.
+        rows = self.n_steps * self.n_envs
+        shapes = {
+            "obs": ([rows, *agent.obs_spec.shape[1:]], agent.obs_spec.dtype),
+            "actions": ([rows, *agent.action_spec.shape[1:]], agent.action_spec.dtype),
+            **{k: ([rows], tf.float32) for k in (*Batch._fields[2:], *ACTING)},
+        }
+        self.stash = {
+            k: tf.Variable(tf.zeros(shape, dtype), trainable=False, name=f"skipped_{k}")
+            for k, (shape, dtype) in shapes.items()
+        }
         mode = config.compile
         # Only explicit tf.while_loop / tf.cond inside: autograph would only cost tracing time.
         plain = tf.autograph.experimental.do_not_convert
@@ -125,9 +136,10 @@ class CompiledLoop:
         )
 
     # -- one rollout and its targets ---------------------------------------------------------
-    def _collect(self, carry: Carry) -> tuple[Carry, Batch]:
-        """n_steps of every env (inference mode), then GAE targets. Returns the next carry and
-        the flattened batch; also updates the episode statistics."""
+    def _collect(self, carry: Carry) -> tuple[Carry, Batch, dict]:
+        """n_steps of every env (inference mode), then GAE targets. Returns the next carry, the
+        flattened batch and {"rewards": raw rewards, "values": V(s_t) at acting time} [N];
+        also updates the episode statistics."""
         agent, c, T, n = self.agent, self.config, self.n_steps, self.n_envs
 
         names = ("obs", "action", "value", "reward", "term", "trunc", "final_v", "ret", "len")
@@ -209,172 +221,128 @@ class CompiledLoop:
             recent,
             carry.episodes + n_finished,
         )
-        return carry, batch
+        return carry, batch, {"rewards": flat(r["reward"]), "values": flat(r["value"])}
 
     # -- whole updates -------------------------------------------------------------------------
     def _update(self, carry: Carry) -> tuple[Carry, dict]:
-        carry, batch = self._collect(carry)
+        carry, batch, acting = self._collect(carry)
         # Gradient step (training=True) with the normalizer statistics that acted ...
         metrics = self.agent._train_step(*batch)
-        # ... then the normalizer absorbs the rollout's raw obs, once, after the step.
-        if not self.agent.normalizer.frozen:
-            self.agent.normalizer.merge(batch.obs)
+        applied = metrics["update_applied"]
+
+        # ... then the normalizer absorbs the rollout's raw obs, once, after an applied step;
+        # a skipped one leaves its batch for the report instead.
+        def merge():
+            if not self.agent.normalizer.frozen:
+                self.agent.normalizer.merge(batch.obs)
+            return tf.constant(True)
+
+        def keep_skipped_batch():
+            for name, x in zip(self.stash, (*batch, acting["rewards"], acting["values"])):
+                self.stash[name].assign(x)
+            return tf.constant(False)
+
+        tf.cond(applied, merge, keep_skipped_batch)
         return carry, {k: tf.cast(v, tf.float32) for k, v in metrics.items()}
 
     def _run(self, carry: Carry, n_updates):
-        """`n_updates` >= 1 updates (int32 []); returns the carry and the metrics summed over them
-        (`update_applied` sums to the number of updates that were applied)."""
+        """`n_updates` >= 1 updates (int32 []), ending early after a skipped one; returns the
+        carry, the metrics summed over the updates run (`update_applied` sums to the number
+        applied) and how many ran (int32 [])."""
         # The metrics' names are only known once the update is traced, after the loop variables
         # are fixed: sum them in a fixed-size vector and name its entries after the loop. (A
         # separate trace of the train step just for the names cost ~0.5 s of start-up.)
         names = []
 
-        def body(i, carry, total):
+        def body(i, ok, carry, total):
             carry, metrics = self._update(carry)
             names[:] = sorted(metrics)
             if len(names) > MAX_METRICS:
                 raise ValueError(f"{len(names)} train-step metrics; raise MAX_METRICS")
             values = tf.stack([metrics[k] for k in names])
-            return i + 1, carry, total + tf.pad(values, [[0, MAX_METRICS - len(names)]])
+            ok = metrics["update_applied"] > 0
+            return i + 1, ok, carry, total + tf.pad(values, [[0, MAX_METRICS - len(names)]])
 
-        init = (0, carry, tf.zeros([MAX_METRICS], tf.float32))
-        _, carry, total = tf.while_loop(lambda i, *_: i < n_updates, body, init)
-        return carry, {k: total[j] for j, k in enumerate(names)}
-
-
-# -- the Python side: what leaves the graph ----------------------------------------------------
-def updates_in_next_call(config, step: int, steps_per_update: int, diagnosed: bool) -> int:
-    """How many updates the next compiled call runs: it ends at the first update that crosses
-    a multiple of `log_every` or `checkpoint_every` (where the Python loop would log or save),
-    and, with diagnostics on, just BEFORE the update that crosses a multiple of
-    `diagnostics_every` / `histograms_every` (that one runs split, see `train_compiled`)."""
-
-    def updates_to_cross(every: int) -> int:
-        return -(-((step // every + 1) * every - step) // steps_per_update)
-
-    n = min(updates_to_cross(config.log_every), updates_to_cross(config.checkpoint_every))
-    if diagnosed:
-        every = min(config.diagnostics_every, config.histograms_every)
-        n = min(n, updates_to_cross(every) - 1)
-    return max(n, 1)
-
-
-def train_compiled(config, quiet: bool = False, resume=None) -> dict:
-    """Train A2C with a TF-native env (`config.env_id` in SUPPORTED_ENV_IDS); same run folder,
-    TensorBoard tags, checkpoints and summary.json as `rlnorm.train.train`."""
-    from rlnorm.diagnostics import ScaleDiagnostics
-    from rlnorm.logger import RunLogger
-    from rlnorm.run_dir import checkpoint_dir, new_run_dir
-    from rlnorm.train import NonFiniteLossError, seed_everything, stop_on_signal
-
-    if resume is not None:
-        raise config_lib.ConfigError(
-            "Resume is not implemented for backend = 'compiled' (the TF env state is not "
-            "checkpointed); start a new run."
+        init = (0, tf.constant(True), carry, tf.zeros([MAX_METRICS], tf.float32))
+        n, _, carry, total = tf.while_loop(
+            lambda i, ok, *_: tf.logical_and(i < n_updates, ok), body, init
         )
-    config = config_lib.validate(config)
+        return carry, {k: total[j] for j, k in enumerate(names)}, n
+
+
+# -- the adapter the training loop calls ---------------------------------------------------------
+def make_compiled_env(config) -> TFVecEnv:
     if config.env_id not in SUPPORTED_ENV_IDS:
         raise config_lib.ConfigError(
             f"backend = 'compiled' has no TF-native env {config.env_id!r}; supported ids "
             f"(rlnorm.compiled.SUPPORTED_ENV_IDS): {', '.join(SUPPORTED_ENV_IDS)}. "
             "Use backend = 'python' for any other Gymnasium env."
         )
-    run_dir = new_run_dir(config)
-    atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
-    seed_everything(config.seed)
+    return make_tf_env(config.env_id, config.n_envs)
 
-    env = make_tf_env(config.env_id, config.n_envs)
-    agent = A2CAgent(config, env.observation_space, env.action_space)
-    reward_scaler = (
-        RewardScaler(config.n_envs, config.gamma, config.reward_clip)
-        if config.norm_reward
-        else None
-    )
-    checkpointer = Checkpointer(
-        checkpoint_dir(run_dir), agent, reward_scaler, config.keep_checkpoints
-    )
-    logger = RunLogger(run_dir, config, 0, quiet)
-    diagnostics = ScaleDiagnostics(agent, logger.writer, config) if config.diagnostics else None
-    loop = CompiledLoop(config, agent, env, reward_scaler)
-    carry = loop.initial_carry(config.seed)
 
-    steps_per_update = config.n_steps * config.n_envs
-    total_updates = -(-config.total_steps // steps_per_update)
-    step, updates, episodes, compile_seconds = 0, 0, 0, None
-    next_checkpoint = config.checkpoint_every
-    metrics: dict = {}
-    stopped_by = None
-    with stop_on_signal() as interrupt:
-        while updates < total_updates and not interrupt["stop"]:
-            if diagnostics is not None and diagnostics.due(step + steps_per_update):
-                # One update split in three compiled calls, so that the diagnostic pass sees
-                # the update batch before the weights move (as in rlnorm.train).
-                n = 1
-                carry, batch = loop.collect(carry)
-                diagnostics.before_update(step + steps_per_update, *batch)
-                metrics = loop.train_step(*batch)
-                diagnostics.after_update(step + steps_per_update, metrics)
-                agent.update_normalizer(batch.obs)
-                metrics = {k: float(v) for k, v in metrics.items()}
-            else:
-                n = updates_in_next_call(config, step, steps_per_update, diagnostics is not None)
-                n = min(n, total_updates - updates)
-                t0 = time.perf_counter()
-                carry, total = loop.run(carry, tf.constant(n, tf.int32))
-                metrics = {k: float(v) / n for k, v in total.items()}
-                if compile_seconds is None:  # the first call traces and compiles
-                    compile_seconds = time.perf_counter() - t0
-            updates += n
-            step = updates * steps_per_update
+class CompiledUpdater:
+    """`rlnorm.loop`'s adapter for TF-native envs: the carry (env state, episode statistics)
+    stays here between calls; each call runs as many updates as the loop allows."""
 
-            # Episodes finished in this call: the last <= 100 of them go to the logger.
-            new = int(carry.episodes) - episodes
-            episodes += new
-            shown = min(new, RECENT)
-            if shown:
-                recent = carry.recent.numpy()[RECENT - shown :]
-                logger.record_episodes(recent[:, 0], recent[:, 1].astype(int))
-                logger.episodes += new - shown
-            if metrics["update_applied"] < 1.0:  # a NaN/Inf loss or gradient skipped updates
-                checkpointer.save(step, None)
-                raise NonFiniteLossError(
-                    f"Non-finite loss or gradient in the updates ending at env step {step}; "
-                    f"last good weights saved to {checkpointer.latest}. Lower learning_rate "
-                    "or max_grad_norm."
-                )
+    def __init__(self, config, agent, env: TFVecEnv, reward_scaler=None, seed: int = 0):
+        self.config, self.agent = config, agent
+        self.loop = CompiledLoop(config, agent, env, reward_scaler)
+        self.carry = self.loop.initial_carry(seed)
+        self.steps_per_update = config.n_steps * config.n_envs
+        self.episodes = 0  # finished so far, as counted in the carry
+        self.compile_seconds: float | None = None
 
-            logger.log_update(step, metrics)
-            solved = logger.target_reached(step)
-            if step >= next_checkpoint:
-                checkpointer.save(step, logger.state())
-                next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
-            if solved:
-                stopped_by = "target_return"
-                break
-        if interrupt["stop"]:
-            stopped_by = interrupt["signal"]
-            warnings.warn(f"{stopped_by} received: stopped and saved at step {step}.", stacklevel=1)
+    def updates_in_next_call(self, step: int, diagnosed: bool) -> int:
+        """The next call ends at the first update that crosses a multiple of `log_every` or
+        `checkpoint_every` (where the loop logs or saves), and, with diagnostics on, just
+        BEFORE the update that crosses a multiple of `diagnostics_every` / `histograms_every`
+        (that one runs split, alone)."""
+        config, spu = self.config, self.steps_per_update
 
-    logger.log_update(step, metrics, force=True)
-    checkpointer.save(step, logger.state())
-    counts = agent.trace_counts()
-    compiled = {"run": loop.run, "collect": loop.collect, "split_train_step": loop.train_step}
-    for name, fn in compiled.items():
-        if hasattr(fn, "experimental_get_tracing_count"):
-            counts[f"compiled_{name}"] = int(fn.experimental_get_tracing_count())
-    summary = logger.summary(
-        step,
-        config.agent,
-        {
-            "run_dir": str(run_dir),
-            "stopped_by": stopped_by or "total_steps",
-            "trace_counts": counts,
-            "dropped_steps": 0,
-            "backend": "compiled",
-            "compile_seconds": compile_seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        },
-    )
-    logger.write_summary(summary)
-    logger.close()
-    return summary
+        def updates_to_cross(every: int) -> int:
+            return -(-((step // every + 1) * every - step) // spu)
+
+        n = min(updates_to_cross(config.log_every), updates_to_cross(config.checkpoint_every))
+        if diagnosed:
+            every = min(config.diagnostics_every, config.histograms_every)
+            n = min(n, updates_to_cross(every) - 1)
+        return max(n, 1)
+
+    def update(self, step: int, n: int, episode_callback, keep_batch: bool = False):
+        """`n` whole updates in one call (keep_batch: one update, split, its batch kept)."""
+        loop = self.loop
+        if keep_batch:
+            self.carry, batch, acting = loop.collect(self.carry)
+            metrics = loop.train_step(*batch)
+            if bool(metrics["update_applied"]):  # a skipped update's batch stays out
+                self.agent.update_normalizer(batch.obs)
+            out = UpdateOutput(
+                {k: float(v) for k, v in metrics.items()}, {**batch._asdict(), **acting}
+            )
+        else:
+            t0 = time.perf_counter()
+            self.carry, total, ran = loop.run(self.carry, tf.constant(n, tf.int32))
+            ran = int(ran)
+            if self.compile_seconds is None:  # the first call traces and compiles
+                self.compile_seconds = time.perf_counter() - t0
+            out = UpdateOutput({k: float(v) / ran for k, v in total.items()}, loop.stash, ran)
+        # Episodes finished in this call: the last <= 100 of them go to the logger.
+        new = int(self.carry.episodes) - self.episodes
+        self.episodes += new
+        shown = min(new, RECENT)
+        if shown:
+            recent = self.carry.recent.numpy()[RECENT - shown :]
+            episode_callback(recent[:, 0], recent[:, 1].astype(int), new - shown)
+        return out
+
+    def summary_fields(self) -> dict:
+        return {"dropped_steps": 0, "compile_seconds": self.compile_seconds}
+
+    def trace_counts(self) -> dict[str, int]:
+        loop, counts = self.loop, {}
+        compiled = {"run": loop.run, "collect": loop.collect, "split_train_step": loop.train_step}
+        for name, fn in compiled.items():
+            if hasattr(fn, "experimental_get_tracing_count"):
+                counts[f"compiled_{name}"] = int(fn.experimental_get_tracing_count())
+        return counts
