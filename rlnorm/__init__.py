@@ -1,12 +1,41 @@
-"""rlnorm: an A2C framework whose internal scales are correct by construction and visible."""
+"""rlnorm: an A2C framework whose internal scales are correct by construction and visible.
 
-import importlib.util
+    import rlnorm
+    run = rlnorm.train("CartPole-v1", total_steps=200_000)   # -> rlnorm.Run
+    action = run.predict(obs)
 
-# TensorFlow is an extra (pyproject.toml): say how to get it before an ImportError from deep
-# inside a module does. find_spec does not import TensorFlow (that takes seconds).
-if importlib.util.find_spec("tensorflow") is None:
-    raise ModuleNotFoundError(
-        "rlnorm needs TensorFlow, which is not installed. Install rlnorm with an extra: "
-        "`pip install 'rlnorm[cpu]'` (CPU-only TensorFlow) or `pip install 'rlnorm[gpu]'` "
-        "(TensorFlow with CUDA), or install TensorFlow >= 2.16 yourself."
-    )
+Exports are imported lazily, on first use: `import rlnorm` does not import TensorFlow, so the
+CLI's help and `rlnorm config` start fast and work without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# name -> the module that defines it (one home per concept).
+_EXPORTS = {
+    "train": "rlnorm.api",
+    "load": "rlnorm.api",
+    "Run": "rlnorm.api",
+    "Config": "rlnorm.config",
+    "ConfigError": "rlnorm.config",
+    "EnvError": "rlnorm.envs",
+    "RunDirError": "rlnorm.run_dir",
+    "NonFiniteError": "rlnorm.rollout",
+    "NonFiniteLossError": "rlnorm.loop",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rlnorm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

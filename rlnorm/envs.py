@@ -86,6 +86,20 @@ def open_vec_env(config, env=None) -> gym.vector.VectorEnv:
     return envs
 
 
+def make_eval_envs(config, n_envs: int, seed: int, env=None) -> gym.vector.VectorEnv:
+    """Fresh envs for evaluation (SAME_STEP autoreset, episode statistics): of `config.env_id`,
+    or of `env`, the user's factory of single envs."""
+    if env is None or isinstance(env, gym.vector.VectorEnv):
+        return make_vec_env(config.env_id, n_envs, seed, autoreset_mode="same_step")
+    envs = gym.vector.SyncVectorEnv([env] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    check_spaces(envs.single_observation_space, envs.single_action_space, config.env_id)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = ClipBoxAction(envs)
+    envs.action_space.seed(seed)
+    return envs
+
+
 def make_vec_env(
     env_id: str,
     n_envs: int,

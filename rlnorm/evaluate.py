@@ -13,17 +13,22 @@ import numpy as np
 
 from rlnorm.agent import A2CAgent
 from rlnorm.checkpoint import Checkpointer, atomic_write_text
-from rlnorm.envs import make_vec_env
+from rlnorm.envs import make_eval_envs
 from rlnorm.run_dir import checkpoint_dir, load_run_config, require_checkpoint
 
 
-def load_agent(run_dir: str | Path, envs=None):
-    """(config, agent, checkpoint path) restored from the run's latest checkpoint, frozen."""
+def load_agent(run_dir: str | Path, envs=None, env=None):
+    """(config, agent, checkpoint path) restored from the run's latest checkpoint, frozen.
+    The spaces come from `envs`, else from the run's env id, or `env` (the user's factory)."""
     config = load_run_config(run_dir)
     require_checkpoint(run_dir)
     if envs is None:
-        envs = make_vec_env(config.env_id, 1, config.seed)
-    agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+        probe = make_eval_envs(config, 1, config.seed, env)
+        spaces = probe.single_observation_space, probe.single_action_space
+        probe.close()
+    else:
+        spaces = envs.single_observation_space, envs.single_action_space
+    agent = A2CAgent(config, *spaces)
     checkpointer = Checkpointer(checkpoint_dir(run_dir), agent, max_to_keep=10**6)
     # Read-only: the manager is never asked to save, and optimizer slots are not needed.
     checkpointer.restore(partial=True)
@@ -44,8 +49,25 @@ def evaluate(
         raise ValueError(f"--episodes must be >= 1, got {episodes}.")
     config = load_run_config(run_dir)
     seed = config.seed + 10_000 if seed is None else seed  # not the training env seeds
-    envs = make_vec_env(config.env_id, min(n_envs, episodes), seed, autoreset_mode="same_step")
-    config, agent, ckpt = load_agent(run_dir, envs)
+    config, agent, ckpt = load_agent(run_dir)
+    result = {
+        "run_dir": str(run_dir),
+        "checkpoint": ckpt,
+        **evaluate_agent(agent, config, episodes, deterministic, seed, n_envs),
+    }
+    if write:
+        atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+    return result
+
+
+def evaluate_agent(
+    agent, config, episodes: int, deterministic: bool, seed: int, n_envs: int = 4, env=None
+) -> dict:
+    """`episodes` full episodes of `agent` on fresh envs of `config` (or `env`, the user's
+    factory), in inference mode; returns env_id, episodes, mean/std return, mean length."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}.")
+    envs = make_eval_envs(config, min(n_envs, episodes), seed, env)
     returns, lengths = [], []
     obs, _ = envs.reset(seed=seed)
     act = agent.act_deterministic if deterministic else (lambda o: agent.act(o)[0])
@@ -63,9 +85,7 @@ def evaluate(
                 lengths.append(int(info["episode"]["l"][i]))
                 counts[i] += 1
     envs.close()
-    result = {
-        "run_dir": str(run_dir),
-        "checkpoint": ckpt,
+    return {
         "env_id": config.env_id,
         "episodes": episodes,
         "deterministic": deterministic,
@@ -75,9 +95,6 @@ def evaluate(
         "mean_length": float(np.mean(lengths)),
         "returns": returns,
     }
-    if write:
-        atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
-    return result
 
 
 def variables_snapshot(agent) -> dict[str, np.ndarray]:

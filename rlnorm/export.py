@@ -50,9 +50,17 @@ class ExportedPolicy(tf.Module):
 
 
 def export(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Export the run's latest checkpoint (read-only: the run is not written)."""
     _, agent, _ = load_agent(run_dir)
-    module = ExportedPolicy(agent)
+    return export_agent(agent, out_dir)
+
+
+def export_agent(agent, out_dir: str | Path) -> Path:
+    """`agent`'s policy, with its normalizer frozen inside, as a SavedModel at `out_dir`."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"Cannot export to {str(out_dir)!r}: it is a file, not a folder.")
+    module = ExportedPolicy(agent)
     tf.saved_model.save(
         module, str(out_dir), signatures={"serving_default": module.serve, "sample": module.sample}
     )
