@@ -1,11 +1,11 @@
-"""BatchNorm results table (issue #7): every norm inside both networks, on the default recipe.
+"""BatchNorm results table: every norm inside both networks, on the default recipe.
 
 For each norm in none, layer, batch, batch_renorm, batch_moving and each seed, train the
 default CartPole recipe (agents/cartpole.py) with that norm in BOTH networks, everything else
 unchanged, until the last-100 mean return reaches 475 or `--steps` env steps have passed. A
 variant `norm@m` also sets bn_momentum to m. When m is the bn_momentum that the variant's own
 recipe (agents/cartpole_<norm>.py) sets, the row is that variant as it ships (a layer default
-of the variant, which the issue allows), labelled "its recipe"; otherwise it is an ablation.
+of the variant, which a variant may choose), labelled "its recipe"; otherwise it is an ablation.
 The default list adds `batch_renorm@0.999` (agents/cartpole_batch_renorm.py). Then write, into `--out` (default benchmarks/results/):
 
     batchnorm.json        raw results: per run steps to solve, final last-100 mean, steps/s,
@@ -176,8 +176,8 @@ def run_one(variant: str, seed: int, steps: int, diagnostics_every: int, runs_ro
         diagnostics_every=diagnostics_every,
         runs_root=runs_root,
         # The stored table (benchmarks/results) was measured on the SyncVectorEnv, the default
-        # recipe's env until issue #6 moved it to the NumPy-vectorized CartPole; kept so the
-        # table reproduces. Drop this line to measure on the recipe's own env.
+        # recipe's env before it moved to the NumPy-vectorized CartPole; kept so the table
+        # reproduces. Drop this line to measure on the recipe's own env.
         vectorization_mode="sync",
     )
     t0 = time.perf_counter()

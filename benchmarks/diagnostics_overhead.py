@@ -1,4 +1,4 @@
-"""Overhead of the scale diagnostics (issue #4): training steps/s with diagnostics off vs on.
+"""Overhead of the scale diagnostics: training steps/s with diagnostics off vs on.
 
 The default CartPole recipe (agents/cartpole.py, no early stop) runs `--steps` env steps with
 `diagnostics = false` and with the default cadence (`diagnostics_every`, `histograms_every`),
@@ -9,7 +9,7 @@ diagnostics' one-time costs (tracing their pass, the layout, the HParams session
     python benchmarks/diagnostics_overhead.py                  # 60k steps, 3 pairs
     python benchmarks/diagnostics_overhead.py --steps 100000 --pairs 5 --norm batch
 
-Prints JSON with three measures of the overhead in percent (the issue's budget: at most 10):
+Prints JSON with three measures of the overhead in percent (the budget: at most 10):
   overhead_percent         100 * (1 - median steps/s on / median steps/s off)
   cpu_overhead_percent     the same per CPU-second of this process
   direct_overhead_percent  t_d / (T - t_d) per run with diagnostics on, t_d the time spent

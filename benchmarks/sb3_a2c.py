@@ -1,6 +1,7 @@
-"""Stable-Baselines3's A2C on CartPole-v1, the baseline of issue #6. NOT an rlnorm dependency:
-run it with the Python of a throwaway environment that has SB3 (CPU torch pinned, so pip
-takes the CPU build this machine carries):
+"""Stable-Baselines3's A2C on CartPole-v1, the baseline of the throughput harness.
+
+NOT an rlnorm dependency: run it with the Python of a throwaway environment that has SB3 (CPU
+torch pinned, so pip takes the CPU build this machine carries):
 
     python -m venv /tmp/sb3 && /tmp/sb3/bin/pip install torch==2.13.0 "stable-baselines3==2.9.*"
     /tmp/sb3/bin/python benchmarks/sb3_a2c.py --cpu 1 --steps 100000

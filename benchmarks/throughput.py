@@ -1,6 +1,6 @@
-"""Throughput harness (issue #6): training steps/s against the random-action env ceiling.
+"""Throughput harness: training steps/s against the random-action env ceiling.
 
-Everything is measured in ONE process and one sitting, so the ratios survive a noisy machine:
+Everything is measured in ONE process, back to back, so the ratios survive a noisy machine:
 
     python benchmarks/throughput.py                      # default recipe, norms none/layer/batch
     python benchmarks/throughput.py --cpu 0 --threads 1  # pinned to core 0, single-threaded TF
@@ -12,13 +12,13 @@ A2C training steps/s for each norm with diagnostics off and at the default caden
 ratio of the ceiling measured right before that run (medians over `--repeats`), the median
 latency of one update (one compiled call), trace counts, and, from fresh subprocesses, the time
 from `rlnorm train` start to the first env step, the default run's peak RSS and the peak RSS of
-a process that only imports what a run imports (the floor under it: TensorFlow alone is ~500 MB
-here). Training steps/s come twice:
+a process that only imports what a run imports (the floor under it: most of it is TensorFlow's;
+figures in benchmarks/results/throughput.md). Training steps/s come twice:
 `steps_per_second` over the whole `train()` call (env and agent construction, tracing
 included) and `steady_steps_per_second` after the first update (which traces).
-The ceiling is always the SyncVectorEnv(8), as issue #6 defines it; training uses the recipe's
-own env implementation (the default recipe: Gymnasium's NumPy-vectorized CartPole;
-`--vectorization-mode sync` trains on the SyncVectorEnv instead).
+The ceiling is always the SyncVectorEnv(8), whatever env the recipe trains on; training uses
+the recipe's own env implementation (the default recipe: Gymnasium's NumPy-vectorized
+CartPole; `--vectorization-mode sync` trains on the SyncVectorEnv instead).
 
 With `--sb3-python` (the Python of a throwaway env with Stable-Baselines3, see
 benchmarks/sb3_a2c.py) it also runs SB3's A2C with the same hyperparameters, alternating
@@ -73,7 +73,7 @@ def parse_args():
 
 
 def ceiling_steps_per_second(n_envs: int = 8, steps: int = 40_000, seed: int = 0) -> float:
-    """Gymnasium SyncVectorEnv(8) CartPole-v1 stepping random actions (the issue's ceiling)."""
+    """Gymnasium SyncVectorEnv(8) CartPole-v1 stepping random actions (the ceiling)."""
     import gymnasium as gym
     import numpy as np
 
@@ -134,8 +134,8 @@ def latencies(config, calls: int = 300) -> dict:
 
 
 def train_steps_per_second(config) -> dict:
-    """One training run, right after a ceiling measurement: the machine's speed drifts (2x
-    within minutes here), so each run's ratio uses the ceiling measured next to it."""
+    """One training run, right after a ceiling measurement: the machine's speed can drift
+    within minutes, so each run's ratio uses the ceiling measured next to it."""
     from rlnorm.loop import train
 
     ceiling = ceiling_steps_per_second()
@@ -195,7 +195,7 @@ def default_run_subprocess(agents_dir: Path) -> dict:
 def import_floor_subprocess() -> dict:
     """The peak RSS of a fresh process that only imports what every rlnorm run imports
     (TensorFlow, Keras, Gymnasium, the training loop) and trains nothing: the floor under the
-    default run's peak RSS, measured in the same sitting (the library's pages that count
+    default run's peak RSS, measured in the same harness run (the library's pages that count
     depend on the page cache). Split into anonymous memory and mapped files at the end."""
     code = (
         "import rlnorm.loop\n"
