@@ -1,12 +1,15 @@
 """Every use of a TensorFlow, Keras or TensorBoard internal (or of a public API as a trick),
 in one place, each behind a switch with a public fallback that gives the same numbers.
 
-| fast path | what it uses | the public fallback |
-|---|---|---|
-| `call_concrete` | TF's eager context `call_function` and a ConcreteFunction's `_inference_function.name` | the ConcreteFunction itself |
-| `keep_thread_state` | the C API `PyGILState_Ensure` through `ctypes.pythonapi` | nothing (TF's own per-call thread state) |
-| `write_summaries` | TensorBoard's `scalar_pb`, `histogram_pb`, `text_pb`, `summary_pb2.Summary` and `tf.summary.experimental.write_raw_pb` | `tf.summary.scalar` / `histogram` / `text`, one per tag |
-| `read_once` | `keras.StatelessScope(state_mapping=...)` (public, but used to map variables to reads) | plain reads at every use |
+- `call_concrete`: calls a traced function through TF's eager context `call_function` with
+  the ConcreteFunction's `_inference_function.name`. Fallback: the ConcreteFunction itself.
+- `keep_thread_state`: the C API `PyGILState_Ensure` through `ctypes.pythonapi`. Fallback:
+  nothing (TF's own thread state per callback).
+- `write_summaries`: TensorBoard's `scalar_pb`, `histogram_pb`, `text_pb` and
+  `summary_pb2.Summary`, written by `tf.summary.experimental.write_raw_pb`. Fallback:
+  `tf.summary.scalar` / `histogram` / `text`, one per tag.
+- `read_once`: `keras.StatelessScope(state_mapping=...)`, public API used as a trick (each
+  variable mapped to one read). Fallback: Keras' reads at every use.
 
 Switch: `fast_paths = false` in the config, or `RLNORM_FAST_PATHS=0` in the environment, turns
 all of them off; `active(config)` says which are on. Each one is also off where its internal
@@ -39,7 +42,7 @@ def active(config=None) -> dict[str, bool]:
     return {name: on and available() for name, available in _AVAILABLE.items()}
 
 
-# -- the update graph's call -------------------------------------------------------------------
+# -- the update graph's call --------------------------------------------------------------------
 def _eager_context():
     try:
         from tensorflow.python.eager import context
@@ -82,7 +85,7 @@ def call_concrete(concrete, enabled: bool = True):
     return call
 
 
-# -- the env callback's thread -------------------------------------------------------------------
+# -- the env callback's thread ------------------------------------------------------------------
 def _gil_ensure():
     return getattr(getattr(ctypes, "pythonapi", None), "PyGILState_Ensure", None)
 
@@ -109,7 +112,7 @@ def keep_thread_state(enabled: bool = True) -> None:
 _threads_kept: set[int] = {threading.main_thread().ident}
 
 
-# -- TensorBoard summaries -----------------------------------------------------------------------
+# -- TensorBoard summaries ----------------------------------------------------------------------
 def _summary_protos():
     try:
         from tensorboard.compat.proto import summary_pb2
@@ -158,7 +161,7 @@ def write_summaries(
         tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 
-# -- variable reads in a traced block ---------------------------------------------------------------
+# -- variable reads in a traced block -----------------------------------------------------------
 @contextmanager
 def read_once(variables, enabled: bool = True):
     """Inside the block (traced), each Keras variable in `variables` is read once, at its start.
