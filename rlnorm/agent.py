@@ -11,10 +11,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import gymnasium as gym
-import keras
 import numpy as np
 import tensorflow as tf
 
+from rlnorm import _fast
 from rlnorm.losses import a2c_loss, explained_variance, masked_mean
 from rlnorm.networks import build_networks
 from rlnorm.optimizers import make_optimizer
@@ -47,42 +47,6 @@ def compile_function(fn, input_signature, mode: str, jit: bool | None = None):
         jit_compile=(mode == "xla") if jit is None else jit,
         autograph=False,
     )
-
-
-def direct_call(concrete):
-    """`concrete` (a traced ConcreteFunction returning a flat tuple of tensors) as a plain
-    callable that goes straight to TF's eager executor.
-
-    `ConcreteFunction.__call__` binds and checks arguments and packs outputs in Python: ~100 us
-    per call on this CPU, three times the executor's own ~30 us and 7% of a CartPole update
-    (A/B in one process). The update graph is called once per update with one tensor and
-    returns a flat tuple, so none of that work is needed. This uses TF internals (the eager
-    context's `call_function`, the function's registered name); where they are missing, or
-    for anything but flat tensor inputs and outputs, it returns `concrete` itself."""
-    try:
-        from tensorflow.python.eager import context
-
-        call_function = context.context().call_function
-        name = concrete._inference_function.name
-        captures = list(concrete.captured_inputs)
-        outputs = concrete.structured_outputs
-        inputs, kwargs = concrete.structured_input_signature
-    except (ImportError, AttributeError):
-        return concrete
-    flat_in = not kwargs and all(isinstance(x, tf.TensorSpec) for x in inputs)
-    flat_out = isinstance(outputs, tuple) and all(isinstance(x, tf.Tensor) for x in outputs)
-    if not (flat_in and flat_out):
-        return concrete
-    dtypes, n_outputs = [x.dtype for x in inputs], len(outputs)
-
-    def call(*args):
-        inputs = [
-            x if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x, dtype)  # e.g. NumPy
-            for x, dtype in zip(args, dtypes, strict=True)
-        ]
-        return call_function(name, inputs + captures, n_outputs)
-
-    return call
 
 
 class A2CAgent(tf.Module):
@@ -118,17 +82,14 @@ class A2CAgent(tf.Module):
 
         Keras reads a layer's variables at every call: ~14 ReadVariableOps per act step, plus
         the normalizer's 1/std. A graph op costs 1-3 us here, as much as the arithmetic, so
-        the rollout reuses one read (Keras' StatelessScope maps each variable to it). Same
-        values, same arithmetic: the same bits as reading at every call."""
+        the rollout reuses one read (`rlnorm._fast.read_once`). Same values, same arithmetic:
+        the same bits as reading at every call."""
         weights = [
             w
             for net in (self.policy, self.value)
             for w in net.trainable_weights + net.non_trainable_weights
         ]
-        # `w.value` is the backend tf.Variable (mapping to it would read it at every use);
-        # `convert_to_tensor` is the read itself.
-        reads = [(w, tf.convert_to_tensor(w)) for w in weights]
-        with keras.StatelessScope(state_mapping=reads), self.normalizer.read_once():
+        with _fast.read_once(weights, _fast.enabled(self.config)), self.normalizer.read_once():
             yield
 
     def _act(self, obs):

@@ -38,12 +38,10 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.histogram.summary_v2 import histogram_pb
-from tensorboard.plugins.text.summary_v2 import text_pb
 
+from rlnorm import _fast
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
 from rlnorm.dashboard import NETS, STAGES, scales_layout, write_hparams, write_layout
-from rlnorm.logger import scalar_summary, write_summary
 from rlnorm.networks import BATCHNORM_KINDS
 
 SATURATION = 0.99  # |tanh| above this passes < 2% of the gradient (1 - 0.99^2)
@@ -236,16 +234,15 @@ class ScaleDiagnostics:
             )
             values[f"scale/{n}/learning_rate"] = float(np.asarray(optimizers[n].learning_rate))
         self.last = values
-        # One raw Summary per diagnostics step: ~150 eager tf.summary calls would cost ~0.1 s.
-        summary = scalar_summary(values)
-        for tag, array in self.histograms(raw, histograms).items():
-            summary.value.extend(histogram_pb(tag, array).value)
         checked = {**values, **{f"train_step/{k}": float(v) for k, v in metrics.items()}}
+        texts = {}
         for rule, message in self.alarms.check(step, checked):
             text = f"rlnorm scale alarm '{rule}' at env step {step}: {message}"
             warnings.warn(text, ScaleAlarmWarning, stacklevel=2)
-            summary.value.extend(text_pb(f"alarms/{rule}", text).value)
-        write_summary(self.writer, summary, step)
+            texts[f"alarms/{rule}"] = text
+        hists = self.histograms(raw, histograms)
+        on = _fast.enabled(self.config)
+        _fast.write_summaries(self.writer, step, values, hists, texts, enabled=on)
 
     # -- from raw tensors to what is written -------------------------------------------------------
     def statistics(self, raw: dict, batch: dict) -> dict[str, float]:

@@ -24,8 +24,7 @@ def read_events(run_dir: str | Path) -> tuple[dict, dict]:
 
     scalars: tag -> list of (step, float); texts: tag -> list of (step, str); both in step
     order (a resumed run's later files win ties)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
+    import tensorflow as tf
 
     run_dir = Path(run_dir)
     files = sorted(run_dir.glob("events.out.tfevents.*"))
@@ -37,14 +36,14 @@ def read_events(run_dir: str | Path) -> tuple[dict, dict]:
     scalars: dict[str, list] = {}
     texts: dict[str, list] = {}
     for path in files:
-        for event in EventFileLoader(str(path)).Load():
+        for event in _events(tf, path):
             for value in event.summary.value:
                 if value.HasField("simple_value"):
                     scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
                     continue
                 if not value.HasField("tensor"):
                     continue
-                array = tensor_util.make_ndarray(value.tensor)
+                array = tf.make_ndarray(value.tensor)
                 if array.dtype.kind in "fiub" and array.ndim == 0:
                     scalars.setdefault(value.tag, []).append((event.step, float(array)))
                 elif array.dtype.kind in "OSU" and array.size == 1:
@@ -54,6 +53,16 @@ def read_events(run_dir: str | Path) -> tuple[dict, dict]:
     for series in (*scalars.values(), *texts.values()):
         series.sort(key=lambda point: point[0])  # stable: file order breaks ties
     return scalars, texts
+
+
+def _events(tf, path: Path):
+    """The Event protos of one event file, through public TensorFlow API; a record still being
+    written (a run that is training) ends the file early instead of failing."""
+    try:
+        for record in tf.data.TFRecordDataset(str(path)):
+            yield tf.compat.v1.Event.FromString(record.numpy())
+    except tf.errors.DataLossError:
+        return
 
 
 def _fmt(x: float | None) -> str:

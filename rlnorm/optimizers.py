@@ -3,18 +3,18 @@ network's weights as ONE flat vector, with a step that can be skipped without a 
 
 Why not Keras' own RMSprop/Adam: they update variable by variable (`update_step`), a dozen graph
 ops per weight (reads of the slot and of the learning rate, the arithmetic, two assigns), and
-the skip of a NaN/Inf step needed a `tf.cond` around both optimizers. In the CartPole update
-graph that was 200 of its 786 nodes: ~190 us of a 1.82 ms update and ~0.2 s of the first call
-(tracing and graph optimization), measured by removing each (issue #6's note). Here the
-gradients of a network are concatenated and the arithmetic runs once on the flat vector: the
-same float32 operations on each element in the same order, so the same bits as per variable;
-the skip is a select. With them (and the rollout's read-once fix) the graph has 587 nodes, an
-update takes ~1.77 ms and the first one 0.60 s instead of 0.74 s. Neither Keras nor TensorFlow
-offers a multi-tensor ("foreach") optimizer.
+the skip of a NaN/Inf step needed a `tf.cond` around both optimizers: about a quarter of the
+CartPole update graph's nodes, and of its first call's tracing (benchmarks/throughput.py).
+Here the gradients of a network are concatenated and the arithmetic runs once on the flat
+vector: the same float32 operations on each element in the same order, so the same bits as
+per variable; the skip is a select. Neither Keras nor TensorFlow offers a multi-tensor
+("foreach") optimizer.
 
 They stay Keras optimizers, so the learning rate (a float or a schedule), `iterations` and
 checkpoint tracking are Keras': `build(variables)` once, then `apply(grads, variables,
-applied)`. The slots are flat float32 vectors over the weights in `build`'s order.
+applied)`. The slots are flat float32 vectors over the weights in `build`'s order. Only public
+Keras API: `apply` keeps Keras' signature (plus `applied`) but replaces its per-variable loop,
+so Keras' clipnorm, EMA and gradient accumulation, which it would run, are not offered.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ class FlatOptimizer(keras.optimizers.Optimizer):
         self.slots = [self.add_variable((size,), name=name) for name in self.slot_names]
 
     def apply(self, grads, trainable_variables=None, applied=None):
-        """One step on `trainable_variables` (default: those `build` saw, in that order).
+        """One step on `trainable_variables`, the variables of `build` in the same order
+        (required: given explicitly, as `apply_gradients` does).
 
         grads: one per variable (None: that weight got no gradient, treated as zeros).
         applied: optional bool scalar tensor; False leaves the weights, the slots and
         `iterations` exactly as they were, even where the gradients are NaN or Inf."""
-        variables = (
-            self._trainable_variables if trainable_variables is None else trainable_variables
-        )
+        if trainable_variables is None:
+            raise ValueError(f"{self.name}.apply needs the variables, in `build`'s order.")
+        variables = trainable_variables
         if not self.built:
             self.build(variables)
         flat_grad = tf.concat(
@@ -66,8 +67,8 @@ class FlatOptimizer(keras.optimizers.Optimizer):
             self.assign(slot, value)
         for variable, d in zip(variables, tf.split(delta, self._sizes), strict=True):
             self.assign_sub(variable, tf.reshape(d, variable.shape))
-        step = 1 if applied is None else tf.cast(applied, self._iterations.dtype)
-        self.assign_add(self._iterations, step)
+        step = 1 if applied is None else tf.cast(applied, self.iterations.dtype)
+        self.assign_add(self.iterations, step)
 
     def _flat_step(self, grad, slots, lr):
         """(new slot values, the step to subtract) from the flat gradient [P]."""
@@ -107,7 +108,7 @@ class Adam(FlatOptimizer):
 
     def _flat_step(self, grad, slots, lr):
         m, v = slots
-        t = tf.cast(self._iterations + 1, tf.float32)
+        t = tf.cast(self.iterations + 1, tf.float32)
         alpha = lr * tf.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
         m = m + (grad - m) * (1 - self.beta_1)
         v = v + (tf.square(grad) - v) * (1 - self.beta_2)

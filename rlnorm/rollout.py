@@ -11,14 +11,14 @@ Autoreset (Gymnasium 1.x), both modes handled:
 
 from __future__ import annotations
 
-import ctypes
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
+from rlnorm import _fast
 
 
 class NonFiniteError(FloatingPointError):
@@ -65,26 +65,6 @@ def describe_nonfinite(x: np.ndarray, what: str, step: int) -> str:
     )
 
 
-def keep_thread_state() -> None:
-    """Keep the Python thread state of the TF thread that runs the env callback alive.
-
-    `tf.numpy_function` runs its Python function on a TF thread with `PyGILState_Ensure`, and
-    its `PyGILState_Release` destroys the thread state that Ensure had to create: every env
-    step built a fresh one (a new frame stack, mmap'd and unmapped, page faults, a TLB flush).
-    One extra Ensure, made once per thread and never released, keeps the state for the
-    thread's lifetime: 43 -> 17 us per crossing, 8-13% of a CartPole update (A/B in one
-    process). No Python or TF API offers this; ctypes calls the C API on the thread itself."""
-    thread = threading.get_ident()
-    if thread not in _threads_kept:
-        ctypes.pythonapi.PyGILState_Ensure()
-        _threads_kept.add(thread)
-
-
-# Threads whose thread state lives as long as they do: the main thread's always does (there
-# the callback runs with compile = "eager"), TF's once keep_thread_state pinned it.
-_threads_kept: set[int] = {threading.main_thread().ident}
-
-
 class RolloutCollector:
     """Steps the vector env for n_steps per call, carrying the current observation across calls.
 
@@ -118,6 +98,7 @@ class RolloutCollector:
         self.n_envs = envs.num_envs
         self.autoreset_mode = autoreset_mode
         self.nonfinite = nonfinite
+        self.fast_paths = _fast.enabled(agent.config)  # keep the callback thread's state
         self.obs_dtype = agent.obs_spec.dtype
         self.obs_shape = tuple(agent.obs_spec.shape[1:])
         self.prev_done = np.zeros(self.n_envs, bool)  # NEXT_STEP: next step is a reset step
@@ -210,7 +191,7 @@ class RolloutCollector:
         obs stacked [2, B, ...] (they differ where SAME_STEP autoreset reset an env) and
         float32 [4, B]: reward, terminated, truncated, valid. Runs 8 x 5 times per CartPole
         update, so it avoids NumPy calls it does not need (each costs 1-5 us here)."""
-        keep_thread_state()
+        _fast.keep_thread_state(self.fast_paths)
         valid = self.next_valid  # 0 for a NEXT_STEP reset step or a step from a bad obs
         next_obs, reward, terminated, truncated, info = self.envs.step(action)
         if self.first_step_time is None:

@@ -13,7 +13,7 @@ Why one call: on this CPU a `tf.function` call costs 0.15-0.4 ms before any arit
 an update of CartPole x8 x5 steps does only ~4 ms of work in all. The loop as separate calls
 (rollout, NumPy targets, train_step, normalizer merge) spent 7.5 ms per update; one call
 spends about 4 ms (benchmarks/throughput.py). The call goes to the traced function through
-`rlnorm.agent.direct_call`, which skips `tf.function`'s per-call argument binding and the
+`rlnorm._fast.call_concrete`, which skips `tf.function`'s per-call argument binding and the
 concrete function's Python wrapper (another ~0.3 ms in all).
 
 The call returns two tensors, the next observation and the train-step metrics stacked in one
@@ -31,7 +31,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from rlnorm.agent import compile_function, direct_call
+from rlnorm import _fast
+from rlnorm.agent import compile_function
 from rlnorm.envs import autoreset_mode_of
 from rlnorm.returns import compute_gae, next_state_values
 from rlnorm.rollout import Rollout, RolloutCollector
@@ -175,8 +176,11 @@ class VectorEnvUpdater:
         kept); finished episodes go to `episode_callback(returns, lengths)`."""
         if self._update_call is None:
             eager = self.agent.config.compile == "eager"
+            on = _fast.enabled(self.agent.config)
             self._update_call = (
-                self.update_fn if eager else direct_call(self.update_fn.get_concrete_function())
+                self.update_fn
+                if eager
+                else _fast.call_concrete(self.update_fn.get_concrete_function(), on)
             )
         metrics = self.collector.run(self._update_call, env_step, episode_callback).numpy()
         return UpdateOutput(dict(zip(self.metric_names, metrics.tolist())), self.stash)

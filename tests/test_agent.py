@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rlnorm.agent import A2CAgent, direct_call
+from rlnorm.agent import A2CAgent
 from rlnorm.config import Config
 from rlnorm.optimizers import Adam
 
@@ -176,30 +176,6 @@ def test_weights_read_once_reads_each_variable_once_however_many_calls():
 
     assert reads(1) == reads(4)
     assert n_variables <= reads(1) <= n_variables + 3  # + the normalizer's statistics
-
-
-def test_direct_call_computes_what_the_function_does_with_current_variables():
-    """The update graph is called through `direct_call` (TF's executor without the
-    ConcreteFunction wrapper): same outputs, NumPy input accepted, captured variables read at
-    call time; anything with structured inputs or outputs keeps the wrapper."""
-    w = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
-    fn = tf.function(
-        lambda x: (tf.matmul(x, w), tf.reduce_sum(x, axis=1)),
-        input_signature=[tf.TensorSpec([None, 2], tf.float32)],
-        autograph=False,
-    )
-    call = direct_call(fn.get_concrete_function())
-    x = np.array([[1.0, -1.0], [0.5, 2.0]], np.float32)
-    for new_w in ([[1.0, 2.0], [3.0, 4.0]], [[-2.0, 0.0], [1.0, 5.0]]):
-        w.assign(new_w)
-        product, sums = call(x)  # NumPy in: converted to the signature's dtype
-        np.testing.assert_allclose(product.numpy(), x @ np.array(new_w, np.float32))
-        np.testing.assert_allclose(sums.numpy(), [0.0, 2.5])
-        np.testing.assert_allclose(call(tf.constant(x))[0].numpy(), product.numpy())
-    nested = tf.function(
-        lambda x: {"y": x}, input_signature=[tf.TensorSpec([2])], autograph=False
-    ).get_concrete_function()
-    assert direct_call(nested) is nested
 
 
 def test_one_train_step_moves_batchnorm_statistics_one_ema_step(batchnorm_agent):

@@ -1,11 +1,15 @@
 """The flat optimizers (`rlnorm.optimizers`) against NumPy written from the papers' formulas,
 against Keras' own per-variable Adam bit for bit, and the skipped step."""
 
+import inspect
+import re
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from rlnorm import optimizers
 from rlnorm.config import Config
 from rlnorm.optimizers import Adam, RMSprop, make_optimizer
 
@@ -141,3 +145,24 @@ def test_slots_and_iterations_round_trip_through_a_checkpoint(tmp_path):
     fresh.apply(next_grads, fresh_vars)
     for a, b in zip(variables, fresh_vars, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_only_public_keras_api_steps_iterations_and_the_variables_are_explicit(monkeypatch):
+    """The step counter is read and advanced through `optimizer.iterations` (no Keras private
+    attribute), and the variables are always passed in: there is no hidden default list."""
+    source = inspect.getsource(optimizers)
+    assert not re.search(r"\._(iterations|trainable_variables|variables)\b", source)
+    reads = []
+    public = keras.optimizers.Optimizer.iterations
+
+    def counted(self):
+        reads.append(self.name)
+        return public.fget(self)
+
+    monkeypatch.setattr(keras.optimizers.Optimizer, "iterations", property(counted))
+    optimizer = Adam(learning_rate=0.01, name="counted")
+    run(optimizer, gradients(6, steps=2))
+    assert reads and set(reads) == {"counted"}
+    assert int(public.fget(optimizer).numpy()) == 2
+    with pytest.raises(ValueError, match="needs the variables"):
+        optimizer.apply(gradients(6, steps=1)[0])

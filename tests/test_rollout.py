@@ -21,8 +21,9 @@ import pytest
 import tensorflow as tf
 from fake_envs import EPISODE_LENGTHS, TERMINATES, kind_of, reward_at
 
+from rlnorm._fast import keep_thread_state
 from rlnorm.envs import autoreset_mode_of, make_vec_env
-from rlnorm.rollout import Rollout, RolloutCollector, keep_thread_state
+from rlnorm.rollout import Rollout, RolloutCollector
 from rlnorm.update import targets
 
 ENV = f"{fake_envs.__name__}:{fake_envs.ENV_ID}"
