@@ -20,7 +20,7 @@ from tensorflow.python.eager.polymorphic_function.concrete_function import Concr
 
 from rlnorm import _fast
 from rlnorm.config import Config
-from rlnorm.train import train
+from rlnorm.loop import train
 
 NAMES = {"call_concrete", "keep_thread_state", "write_summaries", "read_once"}
 FAST_PATHS = {name: getattr(_fast, name) for name in NAMES}  # unwrapped by any spy
