@@ -3,7 +3,7 @@ hot paths (`act`, `predict_value`, `train_step`, `update_normalizer`).
 
 `tf.function` is applied in ONE place, `compile_function`, with fixed input signatures so
 nothing retraces (a new batch size, a float64 input or a Python float argument would each
-cost a 0.5-1.4 s retrace). `compile="eager"` runs everything eagerly for debugging.
+cost a retrace of the whole graph). `compile="eager"` runs everything eagerly for debugging.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def action_spec(space: gym.Space) -> tf.TensorSpec:
 def compile_function(fn, input_signature, mode: str, jit: bool | None = None):
     """THE place rlnorm applies `tf.function`: fixed signature, XLA when mode == "xla",
     untouched when mode == "eager" (debugging). No autograph: rlnorm's graphs use explicit
-    `tf.cond` and Python loops over static sizes only, and autograph's conversion would add
-    tracing time (up to ~1 s per function here) before the first env step."""
+    `tf.cond` and Python loops over static sizes only, and autograph's conversion would only
+    add tracing time before the first env step."""
     if mode == "eager":
         return fn
     return tf.function(
@@ -80,9 +80,9 @@ class A2CAgent(tf.Module):
         """Trace a block in which no weight and no normalizer statistic changes (the rollout:
         T act steps and its value pass) with each of them read ONCE, at the block's start.
 
-        Keras reads a layer's variables at every call: ~14 ReadVariableOps per act step, plus
-        the normalizer's 1/std. A graph op costs 1-3 us here, as much as the arithmetic, so
-        the rollout reuses one read (`rlnorm._fast.read_once`). Same values, same arithmetic:
+        Keras reads a layer's variables at every call (a ReadVariableOp per weight per act
+        step, plus the normalizer's 1/std), each costing as much as the arithmetic of these
+        small networks, so the rollout reuses one read (`rlnorm._fast.read_once`). Same values, same arithmetic:
         the same bits as reading at every call."""
         weights = [
             w

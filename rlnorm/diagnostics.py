@@ -1,4 +1,4 @@
-"""Scale diagnostics (issue #4): the scales inside the agent, policy and value side by side.
+"""Scale diagnostics: the scales inside the agent, policy and value side by side.
 
 Every `diagnostics_every` env steps (and at the first update) the training loop calls
     capture()                     the variables' values before the update, then the update, then
@@ -119,7 +119,7 @@ class ScaleDiagnostics:
             self.diagnose = tf.function(
                 self._diagnose,
                 input_signature=[agent.obs_spec, agent.action_spec, vec, vec, vec],
-                autograph=False,  # plain Python control flow only; saves ~1 s of tracing
+                autograph=False,  # plain Python control flow only; autograph adds tracing
             )
         with writer.as_default():
             layout = scales_layout(

@@ -93,7 +93,7 @@ class RunLogger:
 
     @property
     def mean_return(self) -> float | None:
-        # math.fsum: exactly rounded, and ~10x cheaper than np.mean on a deque (every update).
+        # math.fsum: exactly rounded, and cheaper than np.mean on a deque (every update).
         if not self.recent_returns:
             return None
         return math.fsum(self.recent_returns) / len(self.recent_returns)

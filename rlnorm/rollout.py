@@ -69,16 +69,15 @@ class RolloutCollector:
     """Steps the vector env for n_steps per call, carrying the current observation across calls.
 
     Speed: the T act steps are unrolled in a graph and the env is stepped from inside it
-    through `tf.numpy_function`, so the per-call overhead of TF (0.15-0.4 ms here, more than
-    the network's arithmetic) is paid once per update (the update graph, `rlnorm.update`,
+    through `tf.numpy_function`, so the per-call overhead of TF (more than the network's
+    arithmetic) is paid once per update (the update graph, `rlnorm.update`,
     traces `rollout_graph`) instead of once per env step. Everything NumPy-side (autoreset
     bookkeeping, episode statistics, finiteness checks) happens in `_env_step`, the callback,
-    which hands back two arrays rather than six (each numpy_function output costs ~9 us).
+    which hands back two arrays rather than six (each numpy_function output has a cost).
     With compile="eager" the same code runs eagerly, step by step, for debugging.
 
     Episode statistics are counted here rather than by Gymnasium's RecordEpisodeStatistics
-    wrapper, which costs ~35 us per vector step (~25% of CartPole x8's own step) for the same
-    two sums; both count like this: a NEXT_STEP reset step belongs to no episode.
+    wrapper, which costs a sizeable fraction of CartPole's own step for the same two sums; both count like this: a NEXT_STEP reset step belongs to no episode.
     """
 
     def __init__(
@@ -156,8 +155,8 @@ class RolloutCollector:
                 scalars.append(step_scalars)
                 obs = obs_pair[0]
             # V(s_t) of every step, V(final obs) (read only where truncated) and V(obs after
-            # the rollout) in ONE batched pass, off the env's critical path (A/B: -4% per
-            # update against a value pass at every act step). The same values up to float
+            # the rollout) in ONE batched pass, off the env's critical path (faster than a
+            # value pass at every act step). The same values up to float
             # rounding: a batched matmul may round a last bit differently, so a long run can
             # take another (equally deterministic) trajectory.
             obs_t, actions, log_probs = (tf.stack(x) for x in zip(*steps))
@@ -190,7 +189,7 @@ class RolloutCollector:
         """NumPy side of one vector step (called from the graph). Returns the next and the final
         obs stacked [2, B, ...] (they differ where SAME_STEP autoreset reset an env) and
         float32 [4, B]: reward, terminated, truncated, valid. Runs 8 x 5 times per CartPole
-        update, so it avoids NumPy calls it does not need (each costs 1-5 us here)."""
+        update, so it avoids NumPy calls it does not need (each one's overhead adds up)."""
         _fast.keep_thread_state(self.fast_paths)
         valid = self.next_valid  # 0 for a NEXT_STEP reset step or a step from a bad obs
         next_obs, reward, terminated, truncated, info = self.envs.step(action)

@@ -1,7 +1,8 @@
 """The Gymnasium env adapter: one A2C update as ONE compiled call, rollout -> targets -> train
 step -> normalizer merge.
 
-The training loop (`rlnorm.loop`) calls `VectorEnvUpdater.update()` once per update. The graph runs, in this order:
+The training loop (`rlnorm.loop`) calls `VectorEnvUpdater.update()` once per update. The graph
+runs, in this order:
 
     1. rollout: n_steps of act (inference mode) + env step (`RolloutCollector`, the env is
        stepped from inside the graph by `tf.numpy_function`); RAW observations stored;
@@ -9,17 +10,15 @@ The training loop (`rlnorm.loop`) calls `VectorEnvUpdater.update()` once per upd
     3. train step (training mode), with the normalizer statistics that acted;
     4. the normalizer merges the rollout's valid raw observations, once, AFTER the step.
 
-Why one call: on this CPU a `tf.function` call costs 0.15-0.4 ms before any arithmetic, and
-an update of CartPole x8 x5 steps does only ~4 ms of work in all. The loop as separate calls
-(rollout, NumPy targets, train_step, normalizer merge) spent 7.5 ms per update; one call
-spends about 4 ms (benchmarks/throughput.py). The call goes to the traced function through
-`rlnorm._fast.call_concrete`, which skips `tf.function`'s per-call argument binding and the
-concrete function's Python wrapper (another ~0.3 ms in all).
+Why one call: a `tf.function` call's fixed overhead is larger than a small update's arithmetic,
+so four calls per update (rollout, targets, train step, merge) cost about twice one call
+(figures: docs/throughput.md). The call goes to the traced function through
+`rlnorm._fast.call_concrete`, which skips `tf.function`'s per-call argument binding.
 
 The call returns two tensors, the next observation and the train-step metrics stacked in one
-vector, rather than ~21: each returned tensor costs a few us of Python here (A/B: 1-4% of an
-update). The batch, which only diagnostics updates and a NaN report
-read, is written to variables inside the graph (`UpdateOutput.batch` reads it on demand).
+vector: each returned tensor costs Python time per call. The batch, which only diagnostics
+updates and a NaN report read, is written to variables inside the graph
+(`UpdateOutput.batch` reads it on demand).
 
 A diagnostics update is the same call: `ScaleDiagnostics.record_update` then runs its pass on
 the update's batch with the variables put back as they were before the update.

@@ -193,7 +193,7 @@ class TFVecEnv:
         """(next key, physics float64 [N, k] holding a fresh reset state in every `done` row;
         the other rows are unspecified, to be dropped with tf.where).
 
-        Drawing N fresh states every step cost ~40% of a CartPole step. Few episodes end
+        Drawing N fresh states every step is a large share of a CartPole step. Few episodes end
         per step (~5% of envs under a random policy, ~0.2% once CartPole is solved), so
         usually only `reset_rows` (N/8) states are drawn and handed out to the done rows in
         index order; a step where more end draws all N. Each done row still gets its own

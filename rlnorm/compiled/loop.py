@@ -80,7 +80,7 @@ def push_recent(recent, count, new, finished):
     )
     if k + m < 2**24:  # float32 keys are exact here
         # XLA's CPU backend runs a float32 TopK as a fast custom call but lowers an int32 one
-        # to a sort of all k + m keys: measured 24 us vs 1.1 ms per update at m = 8192.
+        # to a sort of all k + m keys, far slower at m = 8192.
         keys = tf.cast(keys, tf.float32)
     _, index = tf.math.top_k(keys, k=k, sorted=True)  # newest first; padding (-1) last
     return tf.gather(tf.concat([recent, new], 0), tf.reverse(index, [0]))
@@ -251,7 +251,7 @@ class CompiledLoop:
         applied) and how many ran (int32 [])."""
         # The metrics' names are only known once the update is traced, after the loop variables
         # are fixed: sum them in a fixed-size vector and name its entries after the loop. (A
-        # separate trace of the train step just for the names cost ~0.5 s of start-up.)
+        # separate trace of the train step just for the names would cost start-up time.)
         names = []
 
         def body(i, ok, carry, total):
