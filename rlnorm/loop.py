@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rlnorm import _fast
 from rlnorm import config as config_lib
 from rlnorm.agent import A2CAgent
 from rlnorm.checkpoint import Checkpointer, atomic_write_text
@@ -163,6 +164,7 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
             "backend": config.backend,
             **updater.summary_fields(),
             "trace_counts": {**agent.trace_counts(), **updater.trace_counts()},
+            "fast_paths": _fast.active(config),
             "peak_rss_mb": peak_rss_mb(),
         },
     )

@@ -61,6 +61,8 @@ def test_run_exposes_config_agent_run_dir_summary(run):
     assert run.config.env_id == "CartPole-v1" and run.summary["total_steps"] == 2000
     assert (run.run_dir / "summary.json").is_file() and run.run_dir.parent.name == "CartPole-v1"
     assert run.agent.policy.normalizer is run.agent.value.normalizer
+    fast = run.summary["fast_paths"]  # which private fast paths ran (all, by default)
+    assert fast and all(fast.values()), fast
 
 
 def test_predict_matches_an_independent_forward_pass(run):
