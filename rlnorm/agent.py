@@ -1,5 +1,10 @@
 """The A2C agent: the shared normalizer, the two networks, their optimizers, and the compiled
-hot paths (`act`, `predict_value`, `train_step`, `update_normalizer`).
+hot paths (`act`, `act_deterministic`, `predict_value`, `train_step`, `update_normalizer`).
+
+The math is plain TF, callable eagerly or inside any graph: `forward` (sample + value),
+`sample`, `mode`, `state_values`, `gradient_step`, `loss_and_gradients`. The env adapters
+(`rlnorm.update`, `rlnorm.compiled.loop`) trace it into their own update graphs; the compiled
+versions above are those same functions under `compile_function`.
 
 `tf.function` is applied in ONE place, `compile_function`, with fixed input signatures so
 nothing retraces (a new batch size, a float64 input or a Python float argument would each
@@ -92,31 +97,31 @@ class A2CAgent(tf.Module):
         with _fast.read_once(weights, _fast.enabled(self.config)), self.normalizer.read_once():
             yield
 
-    def _act(self, obs):
+    def forward(self, obs):
         """Sample actions in inference mode (BatchNorm: moving statistics).
         Returns (action, log_prob float32 [B], value float32 [B])."""
         x = self.normalizer(obs)  # once, for both networks
-        action, log_prob = self._sample(obs, x)
+        action, log_prob = self.sample(obs, x)
         return action, log_prob, self.value.value(obs, normalized_obs=x)
 
-    def _sample(self, obs, normalized_obs=None):
-        """The policy half of `_act`: (action, log_prob float32 [B]). The rollout samples with
+    def sample(self, obs, normalized_obs=None):
+        """The policy half of `forward`: (action, log_prob float32 [B]). The rollout samples with
         it and gets V(s_t) for all its steps from one batched value pass afterwards."""
         x = self.normalizer(obs) if normalized_obs is None else normalized_obs
         dist = self.policy.distribution(obs, training=False, normalized_obs=x)
         action = dist.sample(self.rng)
         return action, dist.log_prob(action)
 
-    def _act_deterministic(self, obs):
+    def mode(self, obs):
         return self.policy.distribution(obs, training=False).mode()
 
-    def _predict_value(self, obs):
+    def state_values(self, obs):
         return self.value.value(obs, training=False)
 
     def loss_and_gradients(self, obs, actions, advantages, returns, valid, records=None):
         """The A2C loss in training mode and its gradients, without touching the weights.
 
-        Shared by `_train_step` and the diagnostics pass, so the diagnostics see exactly the
+        Shared by `gradient_step` and the diagnostics pass, so the diagnostics see exactly the
         update's forward pass. `records` ({"policy": dict, "value": dict}) collects activations.
         Returns (losses, dist, values, log_prob, grads); grads follow policy then value weights.
         """
@@ -143,7 +148,7 @@ class A2CAgent(tf.Module):
         grads = tape.gradient(total, self.policy.trainable_weights + self.value.trainable_weights)
         return losses, dist, values, log_prob, grads
 
-    def _train_step(self, obs, actions, advantages, returns, valid):
+    def gradient_step(self, obs, actions, advantages, returns, valid):
         """One gradient step on each network from a flattened rollout (training=True).
 
         obs [N, *obs_shape] raw; actions [N] / [N, d]; advantages, returns, valid float32 [N].
@@ -180,10 +185,10 @@ class A2CAgent(tf.Module):
     def _compile(self, mode: str) -> None:
         obs, act = self.obs_spec, self.action_spec
         vec = tf.TensorSpec([None], tf.float32)
-        self.act = compile_function(self._act, [obs], mode)
-        self.act_deterministic = compile_function(self._act_deterministic, [obs], mode)
-        self.predict_value = compile_function(self._predict_value, [obs], mode)
-        self.train_step = compile_function(self._train_step, [obs, act, vec, vec, vec], mode)
+        self.act = compile_function(self.forward, [obs], mode)
+        self.act_deterministic = compile_function(self.mode, [obs], mode)
+        self.predict_value = compile_function(self.state_values, [obs], mode)
+        self.train_step = compile_function(self.gradient_step, [obs, act, vec, vec, vec], mode)
         self._merge_normalizer = compile_function(self.normalizer.merge, [obs], mode, jit=False)
 
     def update_normalizer(self, raw_obs) -> None:

@@ -121,9 +121,7 @@ class RolloutCollector:
         # Acting math under XLA when asked; the rollout graph itself holds a numpy_function,
         # which XLA cannot compile.
         mode = agent.config.compile
-        self._sample = (
-            compile_function(agent._sample, None, mode) if mode == "xla" else agent._sample
-        )
+        self._sample = compile_function(agent.sample, None, mode) if mode == "xla" else agent.sample
         self._rollout = compile_function(self._rollout_graph, [self.obs_spec], mode, jit=False)
 
     # -- the graph: T x (act -> env step) ----------------------------------------------------
@@ -162,7 +160,7 @@ class RolloutCollector:
             obs_t, actions, log_probs = (tf.stack(x) for x in zip(*steps))
             final_obs = tf.stack(obs_pairs)[:, 1]
             flat = [tf.reshape(x, [T * B, *obs.shape[1:]]) for x in (obs_t, final_obs)]
-            all_values = self.agent._predict_value(tf.concat([*flat, obs], axis=0))
+            all_values = self.agent.state_values(tf.concat([*flat, obs], axis=0))
         values, final_values, last_values = (
             tf.reshape(all_values[: T * B], [T, B]),
             tf.reshape(all_values[T * B : 2 * T * B], [T, B]),

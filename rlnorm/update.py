@@ -123,7 +123,9 @@ class VectorEnvUpdater:
         # With compile = "xla" the train step is its own XLA cluster inside the update graph
         # (the graph as a whole holds the env's numpy_function, which XLA cannot compile).
         self._train_step = (
-            compile_function(agent._train_step, None, mode) if mode == "xla" else agent._train_step
+            compile_function(agent.gradient_step, None, mode)
+            if mode == "xla"
+            else agent.gradient_step
         )
         self.update_fn = compile_function(self._update, [collector.obs_spec], mode, jit=False)
         self._update_call = None  # the concrete function, traced at the first update

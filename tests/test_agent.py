@@ -145,7 +145,7 @@ def test_weights_read_once_gives_the_same_bits_and_the_current_weights():
 
     def forward():
         dist = agent.policy.distribution(obs, training=False)
-        return [dist.mean.numpy(), dist.log_std.numpy(), agent._predict_value(obs).numpy()]
+        return [dist.mean.numpy(), dist.log_std.numpy(), agent.state_values(obs).numpy()]
 
     for _ in range(2):
         perturb()
@@ -169,7 +169,7 @@ def test_weights_read_once_reads_each_variable_once_however_many_calls():
     def reads(n_calls: int) -> int:
         def block(obs):
             with agent.weights_read_once():
-                return [agent._sample(obs)[1] + agent._predict_value(obs) for _ in range(n_calls)]
+                return [agent.sample(obs)[1] + agent.state_values(obs) for _ in range(n_calls)]
 
         graph = tf.function(block).get_concrete_function(tf.TensorSpec([4, 3])).graph
         return sum(op.type == "ReadVariableOp" for op in graph.get_operations())

@@ -205,11 +205,11 @@ def test_one_compiled_update_is_the_python_paths_math(env_id, norm):
         rewards.append(out.reward.numpy())
         terms.append(out.terminated.numpy())
         truncs.append(out.truncated.numpy())
-        finals.append(agent._predict_value(out.final_obs).numpy())
+        finals.append(agent.state_values(out.final_obs).numpy())
     assert env.act_dim is None or np.abs(actions).max() > env.action_space.high[0]
     # 2. The targets with NumPy: V(s_t) at acting time, V(final obs) on truncation.
-    values = agent._predict_value(obs).numpy().reshape(T, n)
-    last = agent._predict_value(env.observe(state)).numpy()
+    values = agent.state_values(obs).numpy().reshape(T, n)
+    last = agent.state_values(env.observe(state)).numpy()
     nxt = np.concatenate([values[1:], last[None]])
     nxt = np.where(np.array(truncs), np.array(finals), nxt)
     terms, dones = np.array(terms), np.array(terms) | np.array(truncs)
@@ -221,10 +221,10 @@ def test_one_compiled_update_is_the_python_paths_math(env_id, norm):
     set_state(agent, before)
     _, total, _ = loop.run(start, tf.constant(1, tf.int32))
     compiled = state_of(agent)
-    # ... equals A2CAgent._train_step run eagerly on that batch, then the normalizer merge.
+    # ... equals A2CAgent.gradient_step run eagerly on that batch, then the normalizer merge.
     set_state(agent, before)
     agent.rng.state.assign(compiled[0][-1])  # the RNG as the rollout left it
-    metrics = agent._train_step(*batch)
+    metrics = agent.gradient_step(*batch)
     agent.normalizer.merge(batch.obs)
     for key, value in metrics.items():
         np.testing.assert_allclose(float(total[key]), float(value), rtol=1e-5, err_msg=key)

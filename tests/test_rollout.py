@@ -35,25 +35,25 @@ def v_of(episode_id, step_index) -> float:
 
 
 class StubAgent:
-    """A2CAgent's acting interface (`act`, `predict_value`, their uncompiled `_act`, `_sample`
-    and `_predict_value`, `weights_read_once`, `obs_spec`, `config.compile`) in plain TF ops,
+    """A2CAgent's acting interface (`act`, `predict_value`, their uncompiled `forward`, `sample`
+    and `state_values`, `weights_read_once`, `obs_spec`, `config.compile`) in plain TF ops,
     so it also runs inside the collector's graph. Actions are 0 (the env ignores them); V(obs) is `v_of(obs)`."""
 
     obs_spec = tf.TensorSpec([None, 2], tf.float32, name="observation")
     config = types.SimpleNamespace(compile="graph")
 
-    def _predict_value(self, obs):
+    def state_values(self, obs):
         obs = tf.cast(obs, tf.float32)
         return 10.0 * obs[:, 0] + obs[:, 1]
 
-    def _sample(self, obs):
+    def sample(self, obs):
         n = tf.shape(obs)[0:1]
         return tf.zeros(n, tf.int32), tf.zeros(n, tf.float32)
 
-    def _act(self, obs):
-        return *self._sample(obs), self._predict_value(obs)
+    def forward(self, obs):
+        return *self.sample(obs), self.state_values(obs)
 
-    act, predict_value = _act, _predict_value
+    act, predict_value = forward, state_values
     weights_read_once = contextlib.nullcontext  # no weights
 
 
@@ -248,10 +248,10 @@ class CartPoleStubAgent(StubAgent):
 
     obs_spec = tf.TensorSpec([None, 4], tf.float32, name="observation")
 
-    def _predict_value(self, obs):
+    def state_values(self, obs):
         return tf.reduce_sum(obs, axis=1)
 
-    act, predict_value = StubAgent._act, _predict_value
+    act, predict_value = StubAgent.forward, state_values
 
 
 def test_numpy_vectorized_cartpole_is_collected_with_next_step_bookkeeping():

@@ -4,7 +4,7 @@
 
 Same agent as the Gymnasium adapter (`rlnorm.update`): the networks, the ONE shared
 normalizer, the norms, the losses and the optimizers are `A2CAgent`'s, and this file calls its
-plain-Python math (`_act`, `_predict_value`, `_train_step`, `normalizer.merge`) in the same
+plain-TF math (`forward`, `state_values`, `gradient_step`, `normalizer.merge`) in the same
 order:
 
     rollout (inference mode, raw obs stored) -> targets (GAE; V(final obs) on truncation)
@@ -120,7 +120,7 @@ class CompiledLoop:
         vec = tf.TensorSpec([None], tf.float32)
         signature = [agent.obs_spec, agent.action_spec, vec, vec, vec]
         self.collect = compile_function(plain(self._collect), [spec], mode, jit=False)
-        self.train_step = compile_function(plain(agent._train_step), signature, mode, jit=False)
+        self.train_step = compile_function(plain(agent.gradient_step), signature, mode, jit=False)
 
     def initial_carry(self, seed: int) -> Carry:
         n = self.n_envs
@@ -148,13 +148,13 @@ class CompiledLoop:
         dtypes += (tf.float32, tf.float64, tf.int32, tf.float64)
 
         def body(t, env_state, obs, ep_return, ep_length, disc, store):
-            action, _, value = agent._act(obs)  # inference mode (BatchNorm: moving statistics)
+            action, _, value = agent.forward(obs)  # inference mode (BatchNorm: moving statistics)
             env_action = action if self.clip is None else tf.clip_by_value(action, *self.clip)
             env_state, out = self.env.step(env_state, env_action)
             # V(final obs) only matters where an episode was truncated (rare): skip it otherwise.
             final_value = tf.cond(
                 tf.reduce_any(out.truncated),
-                lambda: agent._predict_value(out.final_obs),
+                lambda: agent.state_values(out.final_obs),
                 lambda: tf.zeros([n], tf.float32),
             )
             done = tf.logical_or(out.terminated, out.truncated)
@@ -188,7 +188,7 @@ class CompiledLoop:
                 tf.clip_by_value(tf.cast(rewards, tf.float64) / std, -rs.clip, rs.clip),
                 tf.float32,
             )
-        last_values = agent._predict_value(obs)
+        last_values = agent.state_values(obs)
         next_values = next_state_values(r["value"], last_values, r["trunc"], r["final_v"])
         dones = tf.logical_or(r["term"], r["trunc"])
         advantages, returns = compute_gae(
@@ -227,7 +227,7 @@ class CompiledLoop:
     def _update(self, carry: Carry) -> tuple[Carry, dict]:
         carry, batch, acting = self._collect(carry)
         # Gradient step (training=True) with the normalizer statistics that acted ...
-        metrics = self.agent._train_step(*batch)
+        metrics = self.agent.gradient_step(*batch)
         applied = metrics["update_applied"]
 
         # ... then the normalizer absorbs the rollout's raw obs, once, after an applied step;
