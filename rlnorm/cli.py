@@ -137,7 +137,11 @@ def make_parser() -> argparse.ArgumentParser:
         prog="rlnorm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    add_train_arguments(sub.add_parser("train", help="train an A2C agent"))
+    train_help = (
+        "Train an A2C agent. CONFIG is a recipe or a TOML file; without one, the cartpole "
+        "recipe (agents/cartpole.py), or the defaults (`rlnorm config`) when --env names the env."
+    )
+    add_train_arguments(sub.add_parser("train", help="train an A2C agent", description=train_help))
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint on fresh envs")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)

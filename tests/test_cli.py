@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rlnorm import recipes
 from rlnorm.cli import main
 from rlnorm.config import FIELDS, Config, load_toml
 
@@ -103,6 +104,8 @@ def test_recipes(name, env_id, policy_norm, value_norm):
     recipe = load_recipe(name)
     c = recipe.CONFIG
     assert isinstance(c, Config) and c == c.replace()  # replace() validates
+    assert recipes.load_recipe(name) == c  # what `rlnorm train NAME` trains
+    assert "issue #" not in recipe.__doc__  # no internal tracker numbers in user text
     assert (c.env_id, c.policy_norm, c.value_norm) == (env_id, policy_norm, value_norm)
     assert c.agent == name and recipe.__doc__
     if env_id != "CartPole-v1":
