@@ -415,6 +415,8 @@ def test_help_and_config_work_without_tensorflow():
     out = run_without_tf("config", "--recipe", "cartpole")
     assert out.returncode == 0, out.stderr
     assert from_dict(tomllib.loads(out.stdout)) == recipes.load_recipe("cartpole")
+    out = run_without_tf("doctor", "no_such_run")  # reads event files with TensorBoard alone
+    assert out.returncode == 2 and "no TensorBoard event files" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("argv", [["train"], ["train", "cartpole"], ["eval", "runs/x"]])
