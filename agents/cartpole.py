@@ -11,6 +11,7 @@ steps on average against SyncVectorEnv's 135k (benchmarks/throughput.py).
 `--set vectorization_mode=sync` trains on the SyncVectorEnv.
 
     python agents/cartpole.py [rlnorm train flags, e.g. --seed 1 --policy-norm layer]
+    rlnorm train [the same flags]   # the same agent: a bare `rlnorm train` trains this recipe
 """
 
 import sys
