@@ -84,6 +84,9 @@ def _env_id(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a run. Each field is a `param`: doc, bounds and choices in its metadata,
+    checked by `validate`; a `section` opens a group in `rlnorm config`."""
+
     env_id: str = param(
         "CartPole-v1",
         "Gymnasium id; `module:EnvName-vN` imports `module` first (your own registered envs).",
