@@ -7,10 +7,11 @@ The envs are Gymnasium's NumPy-vectorized CartPole (`vector_entry_point`, what
 `gymnasium.make_vec("CartPole-v1")` itself picks), not 8 Python envs in a SyncVectorEnv: a
 vector step costs ~90 us instead of ~140 us, ~15% more training steps/s. Its autoreset is
 NEXT_STEP, so each episode end costs one masked reset step; over seeds 0-4 it solved in 129k
-steps on average against SyncVectorEnv's 135k (benchmarks/throughput.py, issue #6's note).
+steps on average against SyncVectorEnv's 135k (benchmarks/throughput.py).
 `--set vectorization_mode=sync` trains on the SyncVectorEnv.
 
     python agents/cartpole.py [rlnorm train flags, e.g. --seed 1 --policy-norm layer]
+    rlnorm train [the same flags]   # the same agent: a bare `rlnorm train` trains this recipe
 """
 
 import sys

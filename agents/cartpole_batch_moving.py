@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from rlnorm.cli import main
+from rlnorm.recipes import load_recipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes build on the default one
-from cartpole import CONFIG as CARTPOLE  # noqa: E402
+CARTPOLE = load_recipe(Path(__file__).with_name("cartpole.py"))  # built on the default recipe
 
 CONFIG = CARTPOLE.replace(
     agent="cartpole_batch_moving", policy_norm="batch_moving", value_norm="batch_moving"

@@ -1,18 +1,26 @@
-"""The `rlnorm` command: train, eval, export (and the subcommands later issues add).
+"""The `rlnorm` command: train, eval, export, config, doctor.
 
-rlnorm train [CONFIG.toml] [--env ID] [--seed N] ... [--set key=value]
-rlnorm train --resume RUN_DIR
+rlnorm train [RECIPE | RECIPE.py | CONFIG.toml] [--env ID] [--seed N] ... [--set key=value]
+rlnorm train --resume RUN_DIR [overrides]
 rlnorm eval RUN_DIR [--episodes N] [--deterministic]
 rlnorm export RUN_DIR OUT_DIR
+rlnorm config [--recipe NAME]
 rlnorm doctor RUN_DIR
+
+A bare `rlnorm train` trains the default recipe (agents/cartpole.py, like `make train`);
+`rlnorm train --env ID` without a recipe or config file starts from the defaults
+(`rlnorm config`), as does a .toml file. `rlnorm config > c.toml` writes every key with its
+default and meaning, a file `rlnorm train c.toml` reads back.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
 from rlnorm import config as config_lib
 
@@ -27,21 +35,66 @@ TRAIN_FLAGS = {
     "--run-dir": "run_dir",
     "--backend": "backend",
 }
+NEEDS_TENSORFLOW = ("train", "eval", "export")
+NO_TENSORFLOW = "TensorFlow is not installed: pip install 'rlnorm[cpu]' (or 'rlnorm[gpu]')."
 
 
-def build_config(args, base: config_lib.Config | None = None) -> config_lib.Config:
-    """defaults (or `base`) <- TOML file <- named flags <- --set overrides, validated."""
-    config = base or config_lib.Config()
-    if getattr(args, "config", None):
-        config = config_lib.load_toml(args.config, config)
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _overrides(args) -> dict:
+    """The named flags and --set items of the command line, as config keys."""
     overrides = {}
     for flag, key in TRAIN_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        value = getattr(args, _dest(flag), None)
         if value is not None:
             overrides[key] = value
     for item in args.set or []:
         key, value = config_lib.parse_override(item)
         overrides[key] = value
+    return overrides
+
+
+def is_recipe(arg: str) -> bool:
+    """A recipe name (`cartpole`) or a recipe file (`agents/pendulum.py`); else a TOML file."""
+    path = Path(arg)
+    return path.suffix == ".py" or (not path.suffix and not path.is_file())
+
+
+def default_base() -> config_lib.Config:
+    """The default recipe, or the plain defaults where no agents/ folder is found (an installed
+    wheel outside the source checkout), saying so."""
+    from rlnorm import recipes
+
+    try:
+        path = recipes.recipe_path(recipes.DEFAULT_RECIPE)
+    except config_lib.ConfigError:
+        print(
+            f"rlnorm train: no agents/{recipes.DEFAULT_RECIPE}.py found; training the defaults "
+            "(`rlnorm config`).",
+            file=sys.stderr,
+        )
+        return config_lib.Config()
+    return recipes.load_recipe(path)
+
+
+def build_config(args, base: config_lib.Config | None = None) -> config_lib.Config:
+    """base <- recipe or TOML file <- named flags <- --set overrides, validated. The base is
+    `base` (a recipe's own script), else the default recipe unless the command line names a
+    config file or an env, else the defaults."""
+    overrides = _overrides(args)
+    source = getattr(args, "config", None)
+    if source and is_recipe(source):
+        from rlnorm.recipes import load_recipe
+
+        config = load_recipe(source)
+    elif source:
+        config = config_lib.load_toml(source, base or config_lib.Config())
+    elif base is not None:
+        config = base
+    else:
+        config = config_lib.Config() if "env_id" in overrides else default_base()
     return config_lib.from_dict(overrides, config)
 
 
@@ -51,37 +104,44 @@ def resume_request(args) -> config_lib.Config | None:
     counts as a change; `train.resume_config` refuses changes to network shapes or spaces."""
     from rlnorm.run_dir import load_run_config
 
-    flags = (getattr(args, f.lstrip("-").replace("-", "_")) for f in TRAIN_FLAGS)
+    flags = (getattr(args, _dest(f)) for f in TRAIN_FLAGS)
     if not (args.config or args.set or any(v is not None for v in flags)):
         return None
     return build_config(args, load_run_config(args.resume))
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="TOML config file (keys as in `rlnorm config`)")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="a recipe name (agents/<name>.py, e.g. cartpole), a recipe .py file or a TOML "
+        "config (keys as in `rlnorm config`); default: the cartpole recipe",
+    )
+    docs = config_lib.field_docs()
     for flag, key in TRAIN_FLAGS.items():
-        doc = config_lib.field_docs().get(key, "")
-        choices = config_lib.NORMS if key.endswith("_norm") else None
-        p.add_argument(
-            flag, dest=flag.lstrip("-").replace("-", "_"), default=None, choices=choices, help=doc
-        )
+        choices = config_lib.FIELDS[key].metadata["choices"]
+        p.add_argument(flag, dest=_dest(flag), default=None, choices=choices, help=docs[key])
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set gamma=0.98 (repeatable)",
+        help="override any config key, e.g. --set gamma=0.98 (repeatable; "
+        "--set target_return=none unsets a key that allows None)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def main(argv: list[str] | None = None, base_config: config_lib.Config | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlnorm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    add_train_arguments(sub.add_parser("train", help="train an A2C agent"))
+    train_help = (
+        "Train an A2C agent. CONFIG is a recipe or a TOML file; without one, the cartpole "
+        "recipe (agents/cartpole.py), or the defaults (`rlnorm config`) when --env names the env."
+    )
+    add_train_arguments(sub.add_parser("train", help="train an A2C agent", description=train_help))
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint on fresh envs")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)
@@ -90,10 +150,20 @@ def main(argv: list[str] | None = None, base_config: config_lib.Config | None = 
     p = sub.add_parser("export", help="export a SavedModel: raw observation -> action")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
-    sub.add_parser("config", help="print every config key with its default and meaning")
+    p = sub.add_parser("config", help="print every config key with its default as TOML")
+    p.add_argument("--recipe", metavar="NAME", help="print this recipe's config instead")
     p = sub.add_parser("doctor", help="print a run's scale-health report from its event files")
     p.add_argument("run_dir")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, base_config: config_lib.Config | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = make_parser().parse_args(argv)
+    # Before any import that needs it: one line, not a traceback from deep inside Keras.
+    if args.command in NEEDS_TENSORFLOW and importlib.util.find_spec("tensorflow") is None:
+        print(f"rlnorm {args.command}: error: {NO_TENSORFLOW}", file=sys.stderr)
+        return 2
     try:
         return run_command(args, base_config)
     except (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
@@ -101,11 +171,23 @@ def main(argv: list[str] | None = None, base_config: config_lib.Config | None = 
         return 2
 
 
+def print_config(recipe: str | None) -> None:
+    if recipe:
+        from rlnorm.recipes import load_recipe, recipe_path
+
+        config, header = load_recipe(recipe), f"The config of the recipe {recipe_path(recipe)}."
+    else:
+        config, header = config_lib.Config(), "Every rlnorm config key with its default."
+    header += (
+        "\nSave as c.toml, edit, train with `rlnorm train c.toml`; a key left out keeps its "
+        'default,\na key that allows None takes "none".'
+    )
+    print(config_lib.render_toml(config, header), end="")
+
+
 def run_command(args, base_config) -> int:
     if args.command == "config":
-        docs = config_lib.field_docs()
-        for key, value in config_lib.Config().to_dict().items():
-            print(f"{key} = {value!r}\n    {docs.get(key, '')}")
+        print_config(args.recipe)
         return 0
     if args.command == "train":
         from rlnorm.loop import train

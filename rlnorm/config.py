@@ -1,19 +1,25 @@
 """Run configuration: one frozen dataclass, loaded from TOML and overridden from the CLI.
 
 Field names follow Stable-Baselines3 / CleanRL (`gamma`, `gae_lambda`, `ent_coef`, ...), so a
-user of either feels at home. Every field has a docstring (the string literal under it); the
-CLI's `--help` and the README table are built from them. Unknown keys and out-of-range values
-are rejected before any environment is made, with the key, the value and what is allowed.
+user of either feels at home. Every field is declared with `param(default, doc, ...)`: its doc,
+its range or choices live in the field's metadata, `--help`, `rlnorm config` and the run's
+config table are built from them, and ONE loop (`validate`) checks every field against them.
+Unknown keys and bad values are rejected before any environment is made, with the key, the
+value and what is allowed. Importing this module needs no TensorFlow.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
+import functools
 import math
 import operator
+import struct
 import sys
+import textwrap
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,118 +29,225 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+# The one list of norm names: config choices, and the keys of networks.make_norm_layer's table.
 NORMS = ("none", "layer", "batch", "batch_renorm", "batch_moving")
-ACTIVATIONS = ("tanh", "relu")
-OPTIMIZERS = ("rmsprop", "adam")
-VECTORIZATION_MODES = ("sync", "async", "vector_entry_point")
-AUTORESET_MODES = ("same_step", "next_step")
-COMPILE_MODES = ("graph", "xla", "eager")
-NONFINITE_POLICIES = ("error", "drop")
-BACKENDS = ("python", "compiled")
-# Float keys for which +inf means "no limit": no clipping, no early stop.
-INF_ALLOWED = ("obs_clip", "reward_clip", "target_return")
+# Keys that allow None also take these spellings on the command line and as TOML strings.
+NONE_WORDS = ("none", "None", "null")
+# float32 (the graph's dtype) flushes anything below its smallest normal number to 0.
+FLOAT32_TINY = 2.0**-126
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConfigError(ValueError):
     """A configuration key or value is not allowed; the message names the key and the fix."""
 
 
+def param(
+    default: Any,
+    doc: str,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    allow_inf: bool = False,
+    float32: bool | None = None,
+    example: Any = None,
+    section: str | None = None,
+    check: Any = None,
+) -> Any:
+    """A Config field with its doc and what is allowed, kept in the field's metadata.
+
+    gt/ge/lt/le: bounds; choices: the allowed strings; allow_inf: +inf means "no limit";
+    float32: the value becomes float32 in the graph, so a value float32 rounds to 0 (or to a
+    subnormal) or overflows is refused; None (the default): every float field but those marked;
+    example: the value `rlnorm config` shows for a key whose default is None; section: the
+    header this field opens in `rlnorm config`; check: value -> error message or None."""
+    meta = dict(doc=doc, gt=gt, ge=ge, lt=lt, le=le, choices=choices, allow_inf=allow_inf)
+    meta.update(float32=float32 if float32 is not None else isinstance(default, float))
+    meta.update(example=example, section=section, check=check)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _widths(value: tuple[int, ...]) -> str | None:
+    if not value or min(value) < 1:
+        return f"Config key 'hidden_sizes' = {list(value)!r}: needs one or more widths >= 1."
+    return None
+
+
+def _env_id(value: str) -> str | None:
+    if not value:
+        return "Config key 'env_id' is empty: give a Gymnasium id such as 'CartPole-v1'."
+    return None
+
+
 @dataclass(frozen=True)
 class Config:
-    # --- environment -------------------------------------------------------------------
-    env_id: str = "CartPole-v1"
-    """Gymnasium id; `module:EnvName-vN` imports `module` first (your own registered envs)."""
-    n_envs: int = 8
-    """Number of parallel environments in the vector env."""
-    vectorization_mode: str = "sync"
-    """`sync`, `async` (one process per env) or `vector_entry_point` (NumPy-vectorized env, e.g. CartPole)."""
-    autoreset_mode: str = "same_step"
-    """Gymnasium 1.x autoreset: `same_step` (final obs in info) or `next_step` (reset step masked)."""
-    seed: int = 0
-    """Seeds TensorFlow, NumPy and the environments; same seed + config + machine -> same numbers."""
-    backend: str = "python"
-    """`python`: Gymnasium envs stepped from Python; `compiled`: TF-native env, loop in one graph."""
+    """Every setting of a run. Each field is a `param`: doc, bounds and choices in its metadata,
+    checked by `validate`; a `section` opens a group in `rlnorm config`."""
 
-    # --- algorithm (A2C) ---------------------------------------------------------------
-    total_steps: int = 500_000
-    """Environment steps to train for (summed over envs)."""
-    n_steps: int = 5
-    """Rollout length per env per update; one update sees n_steps * n_envs transitions."""
-    gamma: float = 0.99
-    """Discount factor, in (0, 1]."""
-    gae_lambda: float = 1.0
-    """GAE(lambda); 1.0 gives n-step returns (SB3's A2C default)."""
-    learning_rate: float = 7e-4
-    """Learning rate of both optimizers."""
-    optimizer: str = "rmsprop"
-    """`rmsprop` (PyTorch/SB3 form: eps outside the sqrt) or `adam`."""
-    rms_decay: float = 0.99
-    """RMSprop smoothing constant (PyTorch `alpha`, Keras `rho`)."""
-    optimizer_eps: float = 1e-5
-    """Optimizer epsilon (added to sqrt(v), as in PyTorch)."""
-    ent_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
-    max_grad_norm: float = 0.5
-    """Global-norm gradient clip, applied separately to each network."""
-    normalize_advantage: bool = False
-    """Standardize advantages per update batch."""
-    target_return: float | None = None
-    """Stop early once the mean of the last 100 episode returns reaches this (None: never)."""
+    env_id: str = param(
+        "CartPole-v1",
+        "Gymnasium id; `module:EnvName-vN` imports `module` first (your own registered envs).",
+        section="environment",
+        check=_env_id,
+    )
+    n_envs: int = param(8, "Number of parallel environments in the vector env.", ge=1)
+    vectorization_mode: str = param(
+        "sync",
+        "`sync`, `async` (one process per env) or `vector_entry_point` (the env's own "
+        "NumPy-vectorized form, e.g. CartPole).",
+        choices=("sync", "async", "vector_entry_point"),
+    )
+    autoreset_mode: str = param(
+        "same_step",
+        "Gymnasium 1.x autoreset: `same_step` (final obs in info) or `next_step` (reset step "
+        "masked).",
+        choices=("same_step", "next_step"),
+    )
+    seed: int = param(
+        0,
+        "Seeds TensorFlow, NumPy and the environments; same seed + config + machine -> same "
+        "numbers.",
+    )
+    backend: str = param(
+        "python",
+        "`python`: Gymnasium envs stepped from Python; `compiled`: TF-native env, loop in one "
+        "graph.",
+        choices=("python", "compiled"),
+    )
 
-    # --- networks ----------------------------------------------------------------------
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths, the same for the policy and the value network."""
-    activation: str = "tanh"
-    """Hidden activation: `tanh` or `relu`."""
-    policy_norm: str = "none"
-    """Norm inside the policy network, Dense -> Norm -> activation: none|layer|batch|batch_renorm|batch_moving."""
-    value_norm: str = "none"
-    """Norm inside the value network: none|layer|batch|batch_renorm|batch_moving."""
-    bn_momentum: float = 0.99
-    """Moving-average momentum of every BatchNorm variant (Keras default)."""
-    log_std_init: float = 0.0
-    """Initial log standard deviation of the Gaussian policy (Box actions)."""
+    total_steps: int = param(
+        500_000,
+        "Environment steps to train for (summed over envs).",
+        ge=1,
+        section="algorithm (A2C)",
+    )
+    n_steps: int = param(
+        5, "Rollout length per env per update; one update sees n_steps * n_envs transitions.", ge=1
+    )
+    gamma: float = param(0.99, "Discount factor.", gt=0.0, le=1.0)
+    gae_lambda: float = param(
+        1.0, "GAE(lambda); 1.0 gives n-step returns (SB3's A2C default).", ge=0.0, le=1.0
+    )
+    learning_rate: float = param(7e-4, "Learning rate of both optimizers.", gt=0.0)
+    optimizer: str = param(
+        "rmsprop",
+        "`rmsprop` (PyTorch/SB3 form: eps outside the sqrt) or `adam`.",
+        choices=("rmsprop", "adam"),
+    )
+    rms_decay: float = param(
+        0.99, "RMSprop smoothing constant (PyTorch `alpha`, Keras `rho`).", gt=0.0, lt=1.0
+    )
+    optimizer_eps: float = param(
+        1e-5, "Optimizer epsilon (added to sqrt(v), as in PyTorch).", gt=0.0
+    )
+    ent_coef: float = param(0.0, "Entropy bonus coefficient.", ge=0.0)
+    vf_coef: float = param(0.5, "Value loss coefficient.", ge=0.0)
+    max_grad_norm: float = param(
+        0.5, "Global-norm gradient clip, applied separately to each network.", gt=0.0
+    )
+    normalize_advantage: bool = param(False, "Standardize advantages per update batch.")
+    target_return: float | None = param(
+        None,
+        "Stop early once the mean of the last 100 episode returns reaches this (None: never).",
+        allow_inf=True,
+        float32=False,  # compared with episode returns in Python, never in the graph
+        example=475.0,
+    )
 
-    # --- normalization of observations and rewards ---------------------------------------
-    norm_obs: bool = True
-    """Normalize observations with the shared running normalizer."""
-    obs_clip: float = 10.0
-    """Normalized observations are clipped to [-obs_clip, obs_clip]."""
-    obs_epsilon: float = 1e-8
-    """Added to the running variance before the square root."""
-    norm_reward: bool = False
-    """Divide rewards by the running std of the discounted return (SB3 VecNormalize style)."""
-    reward_clip: float = 10.0
-    """Scaled rewards are clipped to [-reward_clip, reward_clip]."""
-    nonfinite: str = "error"
-    """NaN/Inf in an observation or reward: `error` (stop, naming env/step/feature) or `drop` (warn, mask the step)."""
+    hidden_sizes: tuple[int, ...] = param(
+        (64, 64),
+        "Hidden layer widths, the same for the policy and the value network.",
+        section="networks",
+        check=_widths,
+    )
+    activation: str = param("tanh", "Hidden activation.", choices=("tanh", "relu"))
+    policy_norm: str = param(
+        "none", "Norm inside the policy network, Dense -> Norm -> activation.", choices=NORMS
+    )
+    value_norm: str = param("none", "Norm inside the value network.", choices=NORMS)
+    bn_momentum: float = param(
+        0.99, "Moving-average momentum of every BatchNorm variant (Keras default).", gt=0.0, lt=1.0
+    )
+    log_std_init: float = param(
+        0.0, "Initial log standard deviation of the Gaussian policy (Box actions)."
+    )
 
-    # --- execution, logging and checkpoints --------------------------------------------
-    compile: str = "graph"
-    """Hot paths as `graph` (tf.function), `xla` (jit_compile) or `eager` (debugging)."""
-    tf_threads: int = 1
-    """TensorFlow intra/inter-op threads (0: TF's default). A 64-64 MLP on 8-40 rows runs fastest
-    single-threaded: thread hand-offs cost more than the arithmetic."""
-    log_every: int = 2_000
-    """Write scalars every this many env steps."""
-    diagnostics: bool = True
-    """Write the scale diagnostics (activations, gradients, normalizer, BatchNorm gap)."""
-    diagnostics_every: int = 10_000
-    """Compute and write scale diagnostics every this many env steps."""
-    histograms_every: int = 50_000
-    """Write weight/activation/normalizer histograms every this many env steps."""
-    checkpoint_every: int = 50_000
-    """Save a checkpoint every this many env steps (and always at the end)."""
-    keep_checkpoints: int = 3
-    """How many checkpoints to keep."""
-    runs_root: str = "runs"
-    """Root folder of runs; a run lives in runs_root/<env_id>/<agent>__seed<seed>__<time>/."""
-    run_dir: str | None = None
-    """Explicit run folder (overrides runs_root naming)."""
-    agent: str = "a2c"
-    """Recipe name, used in the run folder name and summary.json."""
+    norm_obs: bool = param(
+        True,
+        "Normalize observations with the shared running normalizer.",
+        section="normalization of observations and rewards",
+    )
+    obs_clip: float = param(
+        10.0,
+        "Normalized observations are clipped to [-obs_clip, obs_clip] (inf: no clip).",
+        gt=0.0,
+        allow_inf=True,
+    )
+    obs_epsilon: float = param(
+        1e-8, "Added to the running variance before the square root.", gt=0.0
+    )
+    norm_reward: bool = param(
+        False,
+        "Divide rewards by the running std of the discounted return (SB3 VecNormalize style).",
+    )
+    reward_clip: float = param(
+        10.0,
+        "Scaled rewards are clipped to [-reward_clip, reward_clip] (inf: no clip).",
+        gt=0.0,
+        allow_inf=True,
+    )
+    nonfinite: str = param(
+        "error",
+        "NaN/Inf in an observation or reward: `error` (stop, naming env/step/feature) or "
+        "`drop` (warn, mask the step).",
+        choices=("error", "drop"),
+    )
+
+    compile: str = param(
+        "graph",
+        "Hot paths as `graph` (tf.function), `xla` (jit_compile) or `eager` (debugging).",
+        choices=("graph", "xla", "eager"),
+        section="execution, logging and checkpoints",
+    )
+    fast_paths: bool = param(
+        True,
+        "Use rlnorm's private TensorFlow/Keras fast paths (rlnorm/_fast.py); false runs "
+        "everything through public APIs, same numbers.",
+    )
+    tf_threads: int = param(
+        1,
+        "TensorFlow intra/inter-op threads (0: TF's default). A 64-64 MLP on 8-40 rows runs "
+        "fastest single-threaded: thread hand-offs cost more than the arithmetic.",
+        ge=0,
+        le=256,
+    )
+    log_every: int = param(2_000, "Write scalars every this many env steps.", ge=1)
+    diagnostics: bool = param(
+        True, "Write the scale diagnostics (activations, gradients, normalizer, BatchNorm gap)."
+    )
+    diagnostics_every: int = param(
+        10_000, "Compute and write scale diagnostics every this many env steps.", ge=1
+    )
+    histograms_every: int = param(
+        50_000, "Write weight/activation/normalizer histograms every this many env steps.", ge=1
+    )
+    checkpoint_every: int = param(
+        50_000, "Save a checkpoint every this many env steps (and always at the end).", ge=1
+    )
+    keep_checkpoints: int = param(3, "How many checkpoints to keep.", ge=1)
+    runs_root: str = param(
+        "runs",
+        "Root folder of runs; a run lives in runs_root/<env_id>/<agent>__seed<seed>__<time>/.",
+    )
+    run_dir: str | None = param(
+        None,
+        "Explicit run folder (overrides runs_root naming); never saved in a run's config.",
+        example="runs/my-run",
+    )
+    agent: str = param("a2c", "Recipe name, used in the run folder name and summary.json.")
 
     def replace(self, **changes: Any) -> Config:
         return validate(dataclasses.replace(self, **changes))
@@ -146,25 +259,53 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# Not written into a run's config.toml: a config reused as a template must not train into
+# the old run's folder.
+NOT_SAVED = ("run_dir",)
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """The real type of each field (`int`, `float | None`, `tuple[int, ...]`), not its string."""
+    return typing.get_type_hints(Config)
 
 
 def field_docs() -> dict[str, str]:
-    """Docstring of each field, read from this file's source (the string under the field)."""
-    source = Path(__file__).read_text()
-    tree = ast.parse(source)
-    docs: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "Config":
-            body = node.body
-            for stmt, nxt in zip(body, body[1:], strict=False):
-                if (
-                    isinstance(stmt, ast.AnnAssign)
-                    and isinstance(stmt.target, ast.Name)
-                    and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant)
-                ):
-                    docs[stmt.target.id] = nxt.value.value
-    return docs
+    """The doc of each field, from its metadata."""
+    return {key: f.metadata["doc"] for key, f in FIELDS.items()}
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else repr(tp).replace("NoneType", "None")
+
+
+def _allows_none(tp: Any) -> bool:
+    return isinstance(tp, types.UnionType) and type(None) in tp.__args__
+
+
+def _base_type(tp: Any) -> Any:
+    """`float` for `float | None`; `tuple` for `tuple[int, ...]`; else the type itself."""
+    if _allows_none(tp):
+        (tp,) = (a for a in tp.__args__ if a is not type(None))
+    return typing.get_origin(tp) or tp
+
+
+def range_text(key: str) -> str | None:
+    """What the bounds of `key` allow, as its error message says it: `in (0, 1]`, `> 0`, ..."""
+    m = FIELDS[key].metadata
+    low = ("(", m["gt"]) if m["gt"] is not None else ("[", m["ge"]) if m["ge"] is not None else None
+    high = (
+        (")", m["lt"]) if m["lt"] is not None else ("]", m["le"]) if m["le"] is not None else None
+    )
+    if low is None and high is None:
+        return None
+    if low and high:
+        text = f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    elif low:
+        text = f"{'>' if low[0] == '(' else '>='} {low[1]:g}"
+    else:
+        text = f"{'<' if high[0] == ')' else '<='} {high[1]:g}"
+    return f"an integer {text}" if _base_type(field_types()[key]) is int else text
 
 
 def _unknown_key(key: str) -> ConfigError:
@@ -192,131 +333,115 @@ def _to_int(value: Any) -> int:
     return operator.index(value)  # int or NumPy int; TypeError for anything else
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Convert a TOML or CLI value to the field's type, or raise naming key, value and type."""
-    f = FIELDS[key]
-    kind = str(f.type)
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise TypeError
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError
+    return float(value)
+
+
+def _to_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _to_ints(value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):  # "64,64", "(64, 64)", "[64, 64]" from the command line
+        value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise TypeError
+    return tuple(_to_int(v) for v in value)
+
+
+CONVERTERS = {int: _to_int, bool: _to_bool, float: _to_float, str: _to_str, tuple: _to_ints}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a TOML, CLI or Python value to the field's type, or raise naming key, value
+    and type. A key that allows None takes None and the words in NONE_WORDS."""
+    tp = field_types()[key]
+    if _allows_none(tp) and (value is None or value in NONE_WORDS):
+        return None
     try:
         if value is None:
-            if "None" in kind:
-                return None
             raise TypeError
-        if kind.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
-            if not isinstance(value, list | tuple):
-                raise TypeError
-            return tuple(_to_int(v) for v in value)
-        if kind.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-                return value.lower() in ("true", "1")
-            raise TypeError
-        if kind.startswith("int"):
-            return _to_int(value)
-        if kind.startswith("float"):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if kind.startswith("str"):
-            if not isinstance(value, str):
-                raise TypeError
-            return value
+        return CONVERTERS[_base_type(tp)](value)
     except (TypeError, ValueError):
         pass
-    else:
-        return value
-    raise ConfigError(f"Config key {key!r} expects {kind}, got {value!r} ({type(value).__name__}).")
+    raise ConfigError(
+        f"Config key {key!r} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})."
+    )
 
 
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        close = difflib.get_close_matches(value, allowed, n=1)
+def _check(key: str, value: Any) -> None:
+    """Raise ConfigError if `value` (already of the field's type) breaks the field's metadata."""
+    m = FIELDS[key].metadata
+    if m["choices"] is not None and value not in m["choices"]:
+        close = difflib.get_close_matches(value, m["choices"], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"Config key {key!r} = {value!r} is not allowed.{hint} Allowed: {', '.join(allowed)}."
+            f"Config key {key!r} = {value!r} is not allowed.{hint} "
+            f"Allowed: {', '.join(m['choices'])}."
         )
-
-
-def _check_range(key: str, value: float, low: float | None, high: float | None, text: str) -> None:
-    if (low is not None and not value > low) or (high is not None and not value <= high):
-        raise ConfigError(f"Config key {key!r} = {value!r} is out of range: must be {text}.")
+    if m["check"] is not None and (message := m["check"](value)):
+        raise ConfigError(message)
+    if not isinstance(value, int | float):
+        return
+    # `not value > low` (not `value <= low`), so NaN fails every bound.
+    if (
+        (m["gt"] is not None and not value > m["gt"])
+        or (m["ge"] is not None and not value >= m["ge"])
+        or (m["lt"] is not None and not value < m["lt"])
+        or (m["le"] is not None and not value <= m["le"])
+    ):
+        raise ConfigError(
+            f"Config key {key!r} = {value!r} is out of range: must be {range_text(key)}."
+        )
+    # After the bounds, so a bound names itself first. inf passes `> 0` but is never a
+    # learning rate or a gradient clip (max_grad_norm = inf turns the clip's scale into NaN).
+    if isinstance(value, float) and not math.isfinite(value):
+        if not (value == math.inf and m["allow_inf"]):
+            also = " (or inf)" if m["allow_inf"] else ""
+            raise ConfigError(
+                f"Config key {key!r} = {value!r} is out of range: must be a finite number{also}."
+            )
+    if m["float32"] and math.isfinite(value) and value != 0:
+        try:
+            # "<f" (standard size) raises on overflow; native "f" casts without checking.
+            rounded = struct.unpack("<f", struct.pack("<f", value))[0]
+        except OverflowError:
+            also = " (or inf)" if m["allow_inf"] else ""
+            raise ConfigError(
+                f"Config key {key!r} = {value!r} overflows float32 (the graph's precision): "
+                f"use a value <= {FLOAT32_MAX:.2g}{also}."
+            ) from None
+        if abs(rounded) < FLOAT32_TINY:
+            raise ConfigError(
+                f"Config key {key!r} = {value!r} is 0 or subnormal in float32 (the graph's "
+                f"precision): use a value >= {FLOAT32_TINY:.2g}."
+            )
 
 
 def validate(config: Config) -> Config:
-    """Check every value; returns the config unchanged or raises ConfigError."""
-    c = config
-    for key, allowed in (
-        ("policy_norm", NORMS),
-        ("value_norm", NORMS),
-        ("activation", ACTIVATIONS),
-        ("optimizer", OPTIMIZERS),
-        ("vectorization_mode", VECTORIZATION_MODES),
-        ("autoreset_mode", AUTORESET_MODES),
-        ("compile", COMPILE_MODES),
-        ("nonfinite", NONFINITE_POLICIES),
-        ("backend", BACKENDS),
-    ):
-        _check_choice(key, getattr(c, key), allowed)
-    _check_range("gamma", c.gamma, 0.0, 1.0, "in (0, 1]")
-    _check_range("gae_lambda", c.gae_lambda, None, 1.0, "in [0, 1]")
-    if c.gae_lambda < 0:
-        raise ConfigError(
-            f"Config key 'gae_lambda' = {c.gae_lambda!r} is out of range: must be in [0, 1]."
-        )
-    for key in (
-        "n_envs",
-        "n_steps",
-        "total_steps",
-        "log_every",
-        "diagnostics_every",
-        "histograms_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-    ):
-        _check_range(key, getattr(c, key), 0, None, "an integer >= 1")
-    for key in (
-        "learning_rate",
-        "optimizer_eps",
-        "obs_clip",
-        "obs_epsilon",
-        "reward_clip",
-        "max_grad_norm",
-    ):
-        _check_range(key, getattr(c, key), 0.0, None, "> 0")
-    if c.tf_threads < 0:
-        raise ConfigError(
-            f"Config key 'tf_threads' = {c.tf_threads!r} is out of range: must be >= 0."
-        )
-    for key in ("ent_coef", "vf_coef"):
-        if not getattr(c, key) >= 0:
-            raise ConfigError(
-                f"Config key {key!r} = {getattr(c, key)!r} is out of range: must be >= 0."
-            )
-    for key in ("rms_decay", "bn_momentum"):
-        value = getattr(c, key)
-        if not 0.0 < value < 1.0:
-            raise ConfigError(f"Config key {key!r} = {value!r} is out of range: must be in (0, 1).")
-    if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
-        raise ConfigError(
-            f"Config key 'hidden_sizes' = {list(c.hidden_sizes)!r}: needs one or more widths >= 1."
-        )
-    if not c.env_id:
-        raise ConfigError(
-            "Config key 'env_id' is empty: give a Gymnasium id such as 'CartPole-v1'."
-        )
-    # Last, so a range check above names the range first. inf passes `> 0` but is never a
-    # learning rate or a gradient clip (max_grad_norm = inf turns the clip's scale into NaN).
-    for key, value in dataclasses.asdict(c).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            if not (value == math.inf and key in INF_ALLOWED):
-                allowed = " (or inf)" if key in INF_ALLOWED else ""
-                raise ConfigError(
-                    f"Config key {key!r} = {value!r} is out of range: must be a finite "
-                    f"number{allowed}."
-                )
-    return c
+    """Check every field against its type and metadata, in declaration order; returns the
+    config with each value in its field's type (`1` -> `1.0` for a float key) or raises."""
+    changes = {}
+    for key in FIELDS:
+        value = getattr(config, key)
+        typed = coerce(key, value)
+        if typed is not None:
+            _check(key, typed)
+        if type(typed) is not type(value) or typed != value:
+            changes[key] = typed
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
@@ -325,7 +450,7 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
     for key, value in values.items():
         if key not in FIELDS:
             raise _unknown_key(key)
-        changes[key] = _coerce(key, value)
+        changes[key] = coerce(key, value)
     return validate(dataclasses.replace(base or Config(), **changes))
 
 
@@ -348,7 +473,8 @@ def load_toml(path: str | Path, base: Config | None = None) -> Config:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`key=value` from `--set`; the value is read as TOML when it parses, else as a string."""
+    """`key=value` from `--set`; the value is read as TOML when it parses, else as a string
+    (so `--set target_return=none` reaches `coerce` as the word "none")."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}.")
     key, raw = (s.strip() for s in text.split("=", 1))
@@ -361,8 +487,41 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def to_toml(config: Config) -> str:
+def _toml_value(value: Any) -> str:
     import tomli_w
 
-    data = {k: v for k, v in config.to_dict().items() if v is not None}
-    return tomli_w.dumps(data)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = ") :].strip()
+
+
+def render_toml(config: Config, header: str, skip: tuple[str, ...] = ()) -> str:
+    """`config` as TOML that `load_toml` reads back to `config`: every key (but `skip`) with
+    its doc and what it allows as `# ` comments, under section headers. A None value is a
+    commented-out example when None is the default, else the string "none"."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for key, f in FIELDS.items():
+        if key in skip:
+            continue
+        m, value = f.metadata, getattr(config, key)
+        if m["section"]:
+            lines += ["", "", f"# --- {m['section']} ".ljust(72, "-")]
+        lines.append("")
+        lines += [f"# {line}" for line in textwrap.wrap(" ".join(m["doc"].split()), 96)]
+        if range_text(key):
+            lines.append(f"# must be {range_text(key)}")
+        if m["choices"]:
+            lines.append(f"# one of: {', '.join(m['choices'])}")
+        if value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+        elif f.default is None:
+            lines.append(f"# {key} = {_toml_value(m['example'])}  # default: None (unset)")
+        else:
+            lines.append(f'{key} = "none"')
+    return "\n".join(lines) + "\n"
+
+
+def to_toml(config: Config) -> str:
+    """The run folder's config.toml: every key but run_dir, documented; a template for
+    `rlnorm train config.toml` that trains a new run like this one."""
+    return render_toml(config, "The resolved config of an rlnorm run.", skip=NOT_SAVED)

@@ -17,25 +17,32 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rlnorm.batchnorm import BATCHNORM_VARIANTS
+from rlnorm.config import NORMS
 from rlnorm.distributions import Categorical, DiagGaussian
 from rlnorm.normalizer import ObservationNormalizer
 
-BATCHNORM_KINDS = ("batch", "batch_renorm", "batch_moving")
+BATCHNORM_KINDS = ("batch", *BATCHNORM_VARIANTS)  # the norms that keep batch statistics
+
+
+# One entry per name in config.NORMS, the only list of norm names (asserted below).
+NORM_LAYERS = {
+    "none": lambda momentum, name: None,
+    "layer": lambda momentum, name: keras.layers.LayerNormalization(name=name),
+    "batch": lambda momentum, name: keras.layers.BatchNormalization(momentum=momentum, name=name),
+    **{
+        kind: lambda momentum, name, cls=cls: cls(momentum=momentum, name=name)
+        for kind, cls in BATCHNORM_VARIANTS.items()
+    },
+}
+assert tuple(NORM_LAYERS) == NORMS, (tuple(NORM_LAYERS), NORMS)
 
 
 def make_norm_layer(norm: str, name: str, momentum: float = 0.99):
-    """Keras layer for `norm`, or None for "none"."""
-    if norm == "none":
-        return None
-    if norm == "layer":
-        return keras.layers.LayerNormalization(name=name)
-    if norm == "batch":
-        return keras.layers.BatchNormalization(momentum=momentum, name=name)
-    if norm in ("batch_renorm", "batch_moving"):
-        from rlnorm.batchnorm import BATCHNORM_VARIANTS
-
-        return BATCHNORM_VARIANTS[norm](momentum=momentum, name=name)
-    raise ValueError(f"Unknown norm {norm!r}; allowed: none, layer, {', '.join(BATCHNORM_KINDS)}.")
+    """Keras layer for `norm` (a name in config.NORMS), or None for "none"."""
+    if norm not in NORM_LAYERS:
+        raise ValueError(f"Unknown norm {norm!r}; allowed: {', '.join(NORMS)}.")
+    return NORM_LAYERS[norm](momentum, name)
 
 
 def check_action_space(space: gym.Space) -> None:

@@ -166,6 +166,17 @@ def test_unsupported_space_names_it_and_the_fix(name, tmp_path, capsys):
         ("hidden_sizes=[64, 1.5]", "Config key 'hidden_sizes' expects tuple[int, ...], got"),
         ("optimizer=sgd", "Config key 'optimizer' = 'sgd' is not allowed. Allowed: rmsprop, adam."),
         ("nonfinite=skip", "Config key 'nonfinite' = 'skip' is not allowed."),
+        (
+            "optimizer_eps=1e-50",
+            "Config key 'optimizer_eps' = 1e-50 is 0 or subnormal in float32 (the graph's "
+            "precision): use a value >= 1.2e-38.",
+        ),
+        ("learning_rate=1e39", "Config key 'learning_rate' = 1e+39 overflows float32"),
+        (
+            "tf_threads=1000",
+            "Config key 'tf_threads' = 1000 is out of range: must be an integer in [0, 256].",
+        ),
+        ("gamma=none", "Config key 'gamma' expects float, got 'none' (str)."),
     ],
 )
 def test_bad_config_value_names_key_value_and_range(
@@ -210,6 +221,15 @@ def test_bad_toml_file_names_file_line_and_column(case, tmp_path, capsys, no_env
 def test_missing_toml_file_is_named(tmp_path, capsys, no_env_may_be_made):
     message = run_cli(capsys, "train", str(tmp_path / "nope.toml"))
     assert message == f"Config file {str(tmp_path / 'nope.toml')!r} does not exist."
+
+
+def test_unknown_recipe_is_named_with_the_known_ones(tmp_path, capsys, no_env_may_be_made):
+    message = run_cli(capsys, "train", "cartpol", "--run-dir", str(tmp_path / "run"))
+    assert message.startswith("Unknown recipe 'cartpol'. Did you mean 'cartpole'? Known recipes")
+    assert "pendulum" in message
+    message = run_cli(capsys, "train", str(tmp_path / "nope.py"))
+    assert message.startswith(f"Recipe file {str(tmp_path / 'nope.py')!r} does not exist.")
+    assert not (tmp_path / "run").exists()
 
 
 # -- NaN / Inf in observations and rewards ---------------------------------------------------------

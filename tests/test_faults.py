@@ -161,7 +161,9 @@ KILL_FINAL_STEP = 1040
 
 
 def start_training(run_dir: Path, total_steps: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "rlnorm.cli", "train", "--total-steps", str(total_steps)]
+    # --env: the defaults (SyncVectorEnv, every step valid), not the cartpole recipe.
+    argv = [sys.executable, "-m", "rlnorm.cli", "train", "--env", "CartPole-v1"]
+    argv += ["--total-steps", str(total_steps)]
     argv += ["--run-dir", str(run_dir), *TRAIN_FLAGS]
     with open(run_dir.with_suffix(".log"), "w") as log:  # a file, not a pipe: never fills up
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=ENV)
