@@ -35,7 +35,7 @@ TRAIN_FLAGS = {
     "--run-dir": "run_dir",
     "--backend": "backend",
 }
-NEEDS_TENSORFLOW = ("train", "eval", "export")
+NEEDS_TENSORFLOW = ("train", "eval", "export", "doctor")
 NO_TENSORFLOW = "TensorFlow is not installed: pip install 'rlnorm[cpu]' (or 'rlnorm[gpu]')."
 
 
