@@ -4,6 +4,8 @@ Every expected number is computed here, from the raw data (np.mean / np.var over
 concatenated batches, a float32 and a naive E[x^2] - E[x]^2 re-implementation for contrast).
 """
 
+from fractions import Fraction
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import tensorflow as tf
 
 from rlnorm.agent import A2CAgent
 from rlnorm.networks import build_networks
-from rlnorm.normalizer import ObservationNormalizer, RewardScaler
+from rlnorm.normalizer import ObservationNormalizer, RewardScaler, StatisticsOverflowError
 
 BOX3 = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
 
@@ -289,3 +291,122 @@ def test_reward_scaler_matches_numpy(compiled):
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, rtol=1e-6)
         assert np.abs(rewards[0, 0]) / np.sqrt(var + eps) > clip and out[0, 0] == np.float32(clip)
+
+
+# -- magnitudes near float64's limit ------------------------------------------------------------
+def exact_moments(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance per column in exact rational arithmetic, then rounded."""
+    means, variances = [], []
+    for column in data.T:
+        values = [Fraction(float(v)) for v in column]
+        mean = sum(values) / len(values)
+        means.append(float(mean))
+        variances.append(float(sum((v - mean) ** 2 for v in values) / len(values)))
+    return np.array(means), np.array(variances)
+
+
+def previous_merge(count, mean, var, x):
+    """The merge as it was before the scaled path existed, op for op (the same TF ops, so the
+    same bits): what ordinary data must still get."""
+    x = tf.constant(x, tf.float64)
+    n = tf.cast(tf.shape(x)[0], tf.float64)
+    batch_mean = tf.reduce_mean(x, axis=0)
+    batch_m2 = tf.reduce_sum(tf.square(x - batch_mean), axis=0)
+    total = count + n
+    delta = batch_mean - mean
+    new_mean = mean + delta * (n / total)
+    m2 = var * count + batch_m2 + tf.square(delta) * (count * n / total)
+    return total, new_mean, m2 / total
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
+def test_ordinary_data_merge_bit_identical_to_the_unscaled_formula(compiled):
+    rng = np.random.default_rng(9)
+    norm = ObservationNormalizer(BOX3)
+    merge = norm.merge
+    if compiled:
+        merge = tf.function(merge, input_signature=[tf.TensorSpec([None, 3], tf.float64)])
+    count, mean, var = tf.constant(0.0, tf.float64), tf.zeros(3, tf.float64), tf.ones(3, tf.float64)
+    for size in random_sizes(400, seed=3, high=40):
+        # Up to 1e99, just below where the scaled path begins.
+        x = rng.normal([5.0, -3e8, 0.0], [0.1, 4e7, 1e-4], size=(size, 3))
+        x[:, 2] *= 10.0 ** rng.integers(0, 100)
+        merge(x)
+        count, mean, var = previous_merge(count, mean, var, x)
+        np.testing.assert_array_equal(norm.count.numpy(), count.numpy())
+        np.testing.assert_array_equal(norm.mean.numpy(), mean.numpy())
+        np.testing.assert_array_equal(norm.var.numpy(), var.numpy())
+
+
+@pytest.mark.parametrize("magnitude", [1e200, 1e300, -1.7e308])
+def test_constant_huge_feature_beside_ordinary_ones_stays_exact(magnitude):
+    """Unscaled, the first merge squares delta = 1e200 - 0 to inf and multiplies it by count 0:
+    NaN. Scaled, the huge feature's mean is exact and its variance 0; the others are NumPy's."""
+    rng = np.random.default_rng(10)
+    data = rng.normal([2.0, 0.0, -7.0], [1.0, 1.0, 0.5], size=(N_ROWS, 3))
+    data[:, 1] = magnitude
+    norm = ObservationNormalizer(BOX3)
+    for batch in split(data, SPLITS["random_small"]):
+        norm.update(batch)
+    mean, var = exact_moments(data)
+    assert norm.mean.numpy()[1] == magnitude and norm.var.numpy()[1] == 0.0 == var[1]
+    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+    assert np.all(np.isfinite(norm.normalize(data).numpy()))
+
+
+@pytest.mark.parametrize("pattern", ["one_batch", "random_small", "rest_then_one"])
+def test_large_features_with_finite_variance_match_exact_arithmetic(pattern):
+    """|x| from 1e101 to 1e153 with spreads whose variance still fits float64 (std <= 1e152):
+    unscaled, their squares overflow; scaled, mean and variance match exact rational sums."""
+    rng = np.random.default_rng(11)
+    data = rng.normal([3e151, -1e140, 5e101], [1e152, 2e139, 1e101], size=(N_ROWS, 3))
+    data[:5] *= 1.5  # some rows well off the centre
+    norm = ObservationNormalizer(BOX3)
+    for batch in split(data, SPLITS[pattern]):
+        norm.update(batch)
+    mean, var = exact_moments(data)
+    assert norm.count.numpy() == N_ROWS and np.all(var < 1.8e308)
+    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+
+
+def test_large_batch_after_ordinary_state_matches_exact_arithmetic():
+    """The scaled path also for a state that was ordinary: 60 rows near 0, then 1e120-sized."""
+    rng = np.random.default_rng(12)
+    data = np.concatenate([rng.normal(size=(60, 3)), rng.normal(0.0, 1e120, size=(60, 3))])
+    norm = ObservationNormalizer(BOX3)
+    norm.update(data[:60])
+    norm.update(data[60:])
+    norm.update(data[:0])  # and an empty batch changes nothing
+    mean, var = exact_moments(data)
+    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
+def test_variance_beyond_float64_raises_before_changing_the_state(compiled):
+    """Values ~1e200 that are not all equal: variance ~1e398, more than float64 holds."""
+    norm = ObservationNormalizer(BOX3)
+    norm.update(np.random.default_rng(13).normal(size=(10, 3)))
+    before = norm.state_dict()
+    x = np.array([[1.0, 1e200, 0.0], [2.0, 2e200, 0.0]])
+    merge = norm.merge
+    error = StatisticsOverflowError
+    if compiled:
+        merge = tf.function(merge, input_signature=[tf.TensorSpec([None, 3], tf.float64)])
+        error = tf.errors.InvalidArgumentError
+    with pytest.raises(error, match="variance of a feature overflows float64"):
+        merge(x)
+    for key, value in norm.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_reward_scaler_return_statistics_share_the_scaled_merge():
+    """Returns of a constant 1e200 reward: mean and variance finite where the first unscaled
+    merge gave NaN. (gamma 0, so every return equals the reward.)"""
+    scaler = RewardScaler(n_envs=2, gamma=0.0)
+    rewards = np.full((3, 2), 1e200)
+    scaler.scale_rollout(rewards, np.zeros((3, 2), bool))
+    stats = scaler.return_stats
+    assert stats.mean.numpy()[0] == 1e200 and stats.var.numpy()[0] == 0.0
