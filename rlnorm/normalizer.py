@@ -60,6 +60,22 @@ class StatisticsOverflowError(FloatingPointError):
     """A running variance does not fit in float64: the data's spread exceeds ~1e154."""
 
 
+OVERFLOW_MESSAGE = "the variance of a feature overflows float64"
+
+
+@contextmanager
+def statistics_overflow_as_error():
+    """Around a compiled call that merges statistics: the graph's failed overflow assertion (an
+    InvalidArgumentError carrying the message and a graph trace) as StatisticsOverflowError."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        lines = [line for line in e.message.splitlines() if OVERFLOW_MESSAGE in line]
+        if not lines:
+            raise
+        raise StatisticsOverflowError(lines[0].strip()) from None
+
+
 def power_of_two_below(x: tf.Tensor) -> tf.Tensor:
     """2**floor(log2(x)) for finite float64 x > 0, exactly: x with its mantissa bits cleared.
     Dividing by it is exact, so scaling adds no rounding."""
@@ -189,7 +205,7 @@ class ObservationNormalizer(tf.Module):
 
     def _check_overflow(self, overflow, magnitude) -> list:
         head = (
-            f"{self.name}: the variance of a feature overflows float64 (any spread beyond "
+            f"{self.name}: {OVERFLOW_MESSAGE} (any spread beyond "
             "~1e154 does, and non-constant features of |x| > ~1e170 always do). Rescale "
             "the observations or rewards before rlnorm sees them (e.g. a Gymnasium "
             "TransformObservation / TransformReward wrapper)."

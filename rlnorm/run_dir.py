@@ -87,7 +87,8 @@ class RunLock:
     def __enter__(self) -> RunLock:
         import fcntl
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.run_dir.is_dir():  # a resume of a missing folder must not create it
+            raise RunDirError(f"{str(self.run_dir)!r} is not a directory.")
         f = open(self.path, "a+")  # never truncated before the lock is ours
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,12 @@ import tensorflow as tf
 
 from rlnorm.agent import A2CAgent
 from rlnorm.networks import build_networks
-from rlnorm.normalizer import ObservationNormalizer, RewardScaler, StatisticsOverflowError
+from rlnorm.normalizer import (
+    ObservationNormalizer,
+    RewardScaler,
+    StatisticsOverflowError,
+    statistics_overflow_as_error,
+)
 
 BOX3 = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
 
@@ -398,6 +403,11 @@ def test_variance_beyond_float64_raises_before_changing_the_state(compiled):
         error = tf.errors.InvalidArgumentError
     with pytest.raises(error, match="variance of a feature overflows float64"):
         merge(x)
+    if compiled:  # as the training loop reports it
+        with pytest.raises(StatisticsOverflowError, match="features.*1") as caught:
+            with statistics_overflow_as_error():
+                merge(x)
+        assert str(caught.value).count("overflows float64") == 1
     for key, value in norm.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
 
