@@ -50,17 +50,16 @@ def new_run_dir(config: config_lib.Config) -> Path:
         env = config.env_id.replace(":", "_").replace("/", "_")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = root / env / f"{config.agent}__seed{config.seed}__{stamp}"
-        n = 1
-        while path.exists():  # two runs started in the same second
-            n += 1
-            path = path.with_name(f"{config.agent}__seed{config.seed}__{stamp}-{n}")
         # The agent name and env id become path parts: neither may lead out of runs_root.
-        inside = root.resolve() / env
-        if path.resolve().parent != inside or env in ("", ".", ".."):
+        if path.resolve().parent != root.resolve() / env or env in ("", ".", ".."):
             raise RunDirError(
                 f"agent {config.agent!r} / env_id {config.env_id!r} would put the run outside "
                 f"runs_root {str(root)!r}: use a name without '/', '\\' or '..'."
             )
+        n = 1
+        while path.exists():  # two runs started in the same second
+            n += 1
+            path = path.with_name(f"{config.agent}__seed{config.seed}__{stamp}-{n}")
     refuse_existing_run(path)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ HOLDER = textwrap.dedent(
 def holder(tmp_path):
     """Start a process that holds the lock on tmp_path/run; yields (run dir, process)."""
     run_dir = tmp_path / "run"
+    run_dir.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(run_dir)],
@@ -88,6 +89,12 @@ def test_a_sigkilled_holder_leaves_no_stale_lock(holder):
         assert refusal(run_dir).startswith(f"Run {str(run_dir)!r} is being written by process")
     with RunLock(run_dir):  # and released again on exit
         pass
+
+
+def test_a_missing_folder_is_refused_not_created(tmp_path):
+    """`rlnorm train --resume MISSING` must say so, not lock a folder it just made."""
+    assert refusal(tmp_path / "missing") == f"{str(tmp_path / 'missing')!r} is not a directory."
+    assert not (tmp_path / "missing").exists()
 
 
 # -- new runs and existing folders -----------------------------------------------------------
