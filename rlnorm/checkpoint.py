@@ -42,9 +42,9 @@ class NonFiniteStateError(FloatingPointError):
     """The state to save (or just restored) holds NaN or Inf."""
 
 
-# What restoring a damaged file raises: TF's errors (checksum mismatch -> DataLossError, a
-# missing shard -> NotFoundError, a bad index -> DataLossError), or IndexError ("Read less bytes
-# than requested") from the reader of a truncated data file. Mismatches are ValueError.
+# A checkpoint that does not fit the agent raises these on restore. Anything else means damaged
+# files: TF's DataLossError (checksum mismatch, bad index), NotFoundError (a missing shard), or
+# IndexError ("Read less bytes than requested") from the reader of a truncated data file.
 MISMATCH = (ValueError, AssertionError)
 
 CKPT_NAME = re.compile(r"ckpt-(\d+)\.index")
@@ -59,9 +59,9 @@ def checkpoint_candidates(directory: str | Path) -> list[str]:
     directory = Path(directory)
     state = tf.train.get_checkpoint_state(str(directory))  # None on garbage (TF warns)
     if state is not None and state.model_checkpoint_path:
-        paths = [*state.all_model_checkpoint_paths, state.model_checkpoint_path]
-        paths = [p if os.path.isabs(p) else str(directory / p) for p in paths]
-        return sorted(set(paths), key=checkpoint_number, reverse=True)
+        latest = state.model_checkpoint_path  # get_checkpoint_state made the paths absolute
+        older = sorted(set(state.all_model_checkpoint_paths) - {latest}, key=checkpoint_number)
+        return [latest, *reversed(older)]
     found = [m for f in directory.glob("ckpt-*.index") if (m := CKPT_NAME.fullmatch(f.name))]
     return [str(directory / f"ckpt-{m[1]}") for m in sorted(found, key=lambda m: -int(m[1]))]
 
@@ -92,7 +92,7 @@ def float_variables(objects: dict) -> list[tuple[str, object]]:
 class Checkpointer:
     """Saves and restores everything a run needs to continue exactly where it stopped.
 
-    `read_only` (eval, export, doctor): `restore` never writes (no index rebuilt), needs no
+    `read_only` (eval, export): `restore` never writes (no index rebuilt), needs no
     optimizer slots, and reads past a corrupt trainer-state sidecar with a warning."""
 
     def __init__(
@@ -134,7 +134,7 @@ class Checkpointer:
 
     def nonfinite_variables(self) -> list[str]:
         """Names of the float variables (weights, optimizer slots, statistics) holding NaN/Inf:
-        one device read of a flag per variable."""
+        a flag per variable, stacked and read in one go."""
         flags = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for _, v in self.float_variables])
         return [name for (name, _), ok in zip(self.float_variables, flags.numpy()) if not ok]
 
@@ -249,8 +249,11 @@ class Checkpointer:
     def _rebuild_index(self, restored: str) -> None:
         """Name `restored` and the older checkpoints as the index (the corrupt newer ones stay
         on disk, unnamed, for the user to inspect), and reload the manager from it."""
-        older = [p for p in checkpoint_candidates(self.directory) if p != restored]
-        kept = [p for p in older if checkpoint_number(p) < checkpoint_number(restored)]
+        kept = [
+            p
+            for p in checkpoint_candidates(self.directory)
+            if checkpoint_number(p) < checkpoint_number(restored) and os.path.exists(f"{p}.index")
+        ]
         paths = [*reversed(kept), restored]
         # Relative names (the folder may move) and file times (the manager prunes only
         # checkpoints with a timestamp).

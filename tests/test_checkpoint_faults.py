@@ -197,7 +197,7 @@ def test_corrupt_sidecar_warns_for_eval_and_stops_a_resume_naming_it(run_dir):
 # -- non-finite state ------------------------------------------------------------------------
 def nan_at(variable) -> None:
     value = np.array(variable.numpy())
-    value.flat[0] = np.nan if value.dtype.kind == "f" else value.flat[0]
+    value.flat[0] = np.nan
     variable.assign(value)
 
 
