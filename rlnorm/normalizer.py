@@ -4,8 +4,8 @@ State is float64 and held in non-trainable `tf.Variable`s, so `tf.train.Checkpoi
 SavedModel carry it (TF-Agents' habit). `update` merges a batch exactly with the parallel
 mean/variance formula (Chan, Golub & LeVeque 1979), so after any sequence of batches the
 mean and variance equal NumPy's over the concatenated data. A naive running update
-(E[x^2] - E[x]^2, or float32 state) drifts: the tests show both. Features beyond 1e100 merge
-in a scaled space (a power of two, so exactly), where squaring cannot overflow.
+(E[x^2] - E[x]^2, or float32 state) drifts: the tests show both. Features whose squares
+overflow float64 (|x| beyond ~1e150) merge again in units of a power of two (an exact scaling).
 """
 
 from __future__ import annotations
@@ -49,11 +49,6 @@ def observation_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
     return int(np.prod(space.shape))
-
-
-# Below this magnitude no squared deviation can overflow float64 (a sum of n + count terms of at
-# most 4 * LARGE**2 stays finite up to n + count ~ 1e107), so the merge runs unscaled.
-LARGE = 1e100
 
 
 class StatisticsOverflowError(FloatingPointError):
@@ -170,38 +165,48 @@ class ObservationNormalizer(tf.Module):
     def merge(self, raw_obs) -> None:
         """The merge itself, regardless of `frozen` (compiled by the agent; see `update`).
 
-        Features of magnitude >= LARGE (data, mean or std) merge in units of a power of two
-        near it, so their squares cannot overflow; all others take the unscaled arithmetic,
-        bit for bit. A variance that overflows float64 even so raises `StatisticsOverflowError`
-        (eagerly; in a graph, an InvalidArgumentError with the same message) before any state
-        changes.
+        Beyond ~1e150 the squares overflow and the unscaled merge gives Inf/NaN. Only then
+        (never on ordinary data, whose bits stay those of the unscaled formula) the features
+        concerned are merged again in units of a power of two near their magnitude. A variance
+        that overflows float64 even so raises `StatisticsOverflowError` (eagerly; in a graph,
+        an InvalidArgumentError with the same message) before any state changes.
         """
         x = self.encode(raw_obs)
         n = tf.cast(tf.shape(x)[0], tf.float64)
         count = self.count
         total = count + n
         new_mean, new_var = chan_merge(x, n, count, total, self.mean, self.var)
+        unscaled_ok = (n == 0) | tf.reduce_all(tf.math.is_finite(new_var))
+        new_mean, new_var = tf.cond(
+            unscaled_ok,
+            lambda: (new_mean, new_var),
+            lambda: self._scaled_merge(x, n, count, total, new_mean, new_var),
+        )
+        # An empty batch (every step of a rollout dropped) must change nothing: its mean is
+        # 0/0 = NaN, which would poison the statistics for good.
+        self.mean.assign(tf.where(n > 0, new_mean, self.mean))
+        self.var.assign(tf.where(n > 0, new_var, self.var))
+        self.count.assign(total)
 
+    def _scaled_merge(self, x, n, count, total, mean_u, var_u):
+        """(mean, var) with the features whose unscaled merge (mean_u, var_u) overflowed from
+        finite inputs merged again in scaled units; the other features keep mean_u, var_u."""
         magnitude = tf.maximum(
             tf.reduce_max(tf.abs(x), axis=0), tf.maximum(tf.abs(self.mean), tf.sqrt(self.var))
         )
-        large = (magnitude >= LARGE) & tf.math.is_finite(magnitude)
-        scale = tf.where(large, power_of_two_below(magnitude), tf.ones_like(magnitude))
+        redo = ~tf.math.is_finite(var_u) & tf.math.is_finite(magnitude)  # not Inf/NaN input
+        scale = tf.where(redo, power_of_two_below(magnitude), tf.ones_like(magnitude))
         x_s = x / scale
-        pivot = tf.reduce_sum(x_s[:1], axis=0)  # the first row (zeros for an empty batch)
+        pivot = tf.reduce_sum(x_s[:1], axis=0)  # the first row
         mean_s, var_s = chan_merge(
             x_s, n, count, total, self.mean / scale, self.var / scale / scale, pivot
         )
-        new_mean = tf.where(large, mean_s * scale, new_mean)
-        new_var = tf.where(large, var_s * scale * scale, new_var)
-
-        overflow = large & ~tf.math.is_finite(new_var) & (n > 0)
-        with tf.control_dependencies(self._check_overflow(overflow, magnitude)):
-            # An empty batch (every step of a rollout dropped) must change nothing: its mean
-            # is 0/0 = NaN, which would poison the statistics for good.
-            self.mean.assign(tf.where(n > 0, new_mean, self.mean))
-            self.var.assign(tf.where(n > 0, new_var, self.var))
-            self.count.assign(total)
+        mean = tf.where(redo, mean_s * scale, mean_u)
+        var = tf.where(redo, var_s * scale * scale, var_u)
+        with tf.control_dependencies(
+            self._check_overflow(redo & ~tf.math.is_finite(var), magnitude)
+        ):
+            return tf.identity(mean), tf.identity(var)
 
     def _check_overflow(self, overflow, magnitude) -> list:
         head = (
@@ -281,7 +286,10 @@ class RewardScaler(tf.Module):
         self.clip = float(clip)
         self.epsilon = float(epsilon)
         self.return_stats = ObservationNormalizer(
-            gym.spaces.Box(-np.inf, np.inf, (1,), np.float64), epsilon=epsilon, clip=clip
+            gym.spaces.Box(-np.inf, np.inf, (1,), np.float64),
+            epsilon=epsilon,
+            clip=clip,
+            name="reward_return_stats",  # names it in an overflow error
         )
         self.discounted_return = tf.Variable(
             tf.zeros([n_envs], tf.float64), trainable=False, name="discounted_return"

@@ -324,6 +324,15 @@ def previous_merge(count, mean, var, x):
     return total, new_mean, m2 / total
 
 
+def previous_statistics(batches) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, var) of the unscaled merge over `batches`, from the initial state (0, 0, 1)."""
+    dim = batches[0].shape[1]
+    state = tf.constant(0.0, tf.float64), tf.zeros(dim, tf.float64), tf.ones(dim, tf.float64)
+    for batch in batches:
+        state = previous_merge(*state, batch)
+    return state[1].numpy(), state[2].numpy()
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
 def test_ordinary_data_merge_bit_identical_to_the_unscaled_formula(compiled):
     rng = np.random.default_rng(9)
@@ -333,60 +342,61 @@ def test_ordinary_data_merge_bit_identical_to_the_unscaled_formula(compiled):
         merge = tf.function(merge, input_signature=[tf.TensorSpec([None, 3], tf.float64)])
     count, mean, var = tf.constant(0.0, tf.float64), tf.zeros(3, tf.float64), tf.ones(3, tf.float64)
     for size in random_sizes(400, seed=3, high=40):
-        # Up to 1e99, just below where the scaled path begins.
-        x = rng.normal([5.0, -3e8, 0.0], [0.1, 4e7, 1e-4], size=(size, 3))
+        # Scales from 1e-4 to 1e99, and an empty batch now and then.
+        x = rng.normal([5.0, -3e8, 0.0], [0.1, 4e7, 1e-4], size=(size * (size % 7 > 0), 3))
         x[:, 2] *= 10.0 ** rng.integers(0, 100)
         merge(x)
-        count, mean, var = previous_merge(count, mean, var, x)
+        if len(x):
+            count, mean, var = previous_merge(count, mean, var, x)
         np.testing.assert_array_equal(norm.count.numpy(), count.numpy())
         np.testing.assert_array_equal(norm.mean.numpy(), mean.numpy())
         np.testing.assert_array_equal(norm.var.numpy(), var.numpy())
 
 
+def merged(data: np.ndarray, pattern: str) -> tuple[ObservationNormalizer, list[np.ndarray]]:
+    norm = ObservationNormalizer(gym.spaces.Box(-np.inf, np.inf, data.shape[1:], np.float64))
+    batches = split(data, SPLITS[pattern])
+    for batch in batches:
+        norm.update(batch)
+    return norm, batches
+
+
 @pytest.mark.parametrize("magnitude", [1e200, 1e300, -1.7e308])
 def test_constant_huge_feature_beside_ordinary_ones_stays_exact(magnitude):
-    """Unscaled, the first merge squares delta = 1e200 - 0 to inf and multiplies it by count 0:
-    NaN. Scaled, the huge feature's mean is exact and its variance 0; the others are NumPy's."""
+    """Unscaled, the first merge squares delta = 1e200 - 0 to Inf and multiplies it by count 0:
+    NaN. Scaled, the huge feature's mean is exact and its variance 0, and the ordinary features
+    keep the unscaled merge's bits."""
     rng = np.random.default_rng(10)
     data = rng.normal([2.0, 0.0, -7.0], [1.0, 1.0, 0.5], size=(N_ROWS, 3))
     data[:, 1] = magnitude
-    norm = ObservationNormalizer(BOX3)
-    for batch in split(data, SPLITS["random_small"]):
-        norm.update(batch)
+    norm, batches = merged(data, "random_small")
     mean, var = exact_moments(data)
     assert norm.mean.numpy()[1] == magnitude and norm.var.numpy()[1] == 0.0 == var[1]
     np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
     np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+    old_mean, old_var = previous_statistics(batches)
+    assert np.isnan(old_var[1])
+    np.testing.assert_array_equal(norm.mean.numpy()[[0, 2]], old_mean[[0, 2]])
+    np.testing.assert_array_equal(norm.var.numpy()[[0, 2]], old_var[[0, 2]])
     assert np.all(np.isfinite(norm.normalize(data).numpy()))
 
 
 @pytest.mark.parametrize("pattern", ["one_batch", "random_small", "rest_then_one"])
-def test_large_features_with_finite_variance_match_exact_arithmetic(pattern):
-    """|x| from 1e101 to 1e153 with spreads whose variance still fits float64 (std <= 1e152):
-    unscaled, their squares overflow; scaled, mean and variance match exact rational sums."""
+def test_overflowing_squares_with_a_finite_variance_match_exact_arithmetic(pattern):
+    """Feature 0: spread 1e152 and one outlier 1.4e154 off, whose square (2e308) overflows
+    though the variance (~2e306) does not. Feature 1: a constant 1e307, whose sum over the
+    rows overflows. Feature 2: ~1e140, which overflows nothing and keeps the unscaled bits."""
     rng = np.random.default_rng(11)
-    data = rng.normal([3e151, -1e140, 5e101], [1e152, 2e139, 1e101], size=(N_ROWS, 3))
-    data[:5] *= 1.5  # some rows well off the centre
-    norm = ObservationNormalizer(BOX3)
-    for batch in split(data, SPLITS[pattern]):
-        norm.update(batch)
+    data = rng.normal([0.0, 1e307, -1e140], [1e152, 0.0, 2e139], size=(N_ROWS, 3))
+    data[N_ROWS - 1, 0] = 1.4e154
+    norm, batches = merged(data, pattern)
     mean, var = exact_moments(data)
-    assert norm.count.numpy() == N_ROWS and np.all(var < 1.8e308)
+    assert norm.count.numpy() == N_ROWS and np.all(var < 1.8e308) and var[0] > 1e306
     np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
     np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
-
-
-def test_large_batch_after_ordinary_state_matches_exact_arithmetic():
-    """The scaled path also for a state that was ordinary: 60 rows near 0, then 1e120-sized."""
-    rng = np.random.default_rng(12)
-    data = np.concatenate([rng.normal(size=(60, 3)), rng.normal(0.0, 1e120, size=(60, 3))])
-    norm = ObservationNormalizer(BOX3)
-    norm.update(data[:60])
-    norm.update(data[60:])
-    norm.update(data[:0])  # and an empty batch changes nothing
-    mean, var = exact_moments(data)
-    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+    old_mean, old_var = previous_statistics(batches)
+    assert not np.isfinite(old_var[0]) and not np.isfinite(old_var[1])
+    assert norm.mean.numpy()[2] == old_mean[2] and norm.var.numpy()[2] == old_var[2]
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
