@@ -59,7 +59,7 @@ def checkpoint_candidates(directory: str | Path) -> list[str]:
     directory = Path(directory)
     state = tf.train.get_checkpoint_state(str(directory))  # None on garbage (TF warns)
     if state is not None and state.model_checkpoint_path:
-        latest = state.model_checkpoint_path  # get_checkpoint_state made the paths absolute
+        latest = state.model_checkpoint_path  # get_checkpoint_state joined it to the directory
         older = sorted(set(state.all_model_checkpoint_paths) - {latest}, key=checkpoint_number)
         return [latest, *reversed(older)]
     found = [m for f in directory.glob("ckpt-*.index") if (m := CKPT_NAME.fullmatch(f.name))]
