@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from rlnorm.agent import A2CAgent
-from rlnorm.checkpoint import Checkpointer, atomic_write_text
+from rlnorm.checkpoint import Checkpointer, NonFiniteStateError, atomic_write_text
 from rlnorm.envs import make_eval_envs
 from rlnorm.run_dir import checkpoint_dir, load_run_config, require_checkpoint
 
 
 def load_agent(run_dir: str | Path, envs=None, env=None):
-    """(config, agent, checkpoint path) restored from the run's latest checkpoint, frozen.
-    The spaces come from `envs`, else from the run's env id, or `env` (the user's factory)."""
+    """(config, agent, checkpoint path) restored from the run's newest intact checkpoint,
+    frozen. Refuses a checkpoint whose state is not finite (NonFiniteStateError). The spaces
+    come from `envs`, else from the run's env id, or `env` (the user's factory)."""
     config = load_run_config(run_dir)
     require_checkpoint(run_dir)
     if envs is None:
@@ -29,11 +30,20 @@ def load_agent(run_dir: str | Path, envs=None, env=None):
     else:
         spaces = envs.single_observation_space, envs.single_action_space
     agent = A2CAgent(config, *spaces)
-    checkpointer = Checkpointer(checkpoint_dir(run_dir), agent, max_to_keep=10**6)
-    # Read-only: the manager is never asked to save, and optimizer slots are not needed.
-    checkpointer.restore(partial=True)
+    # Read-only: never saves nor rewrites the index; optimizer slots are not needed. A trainer
+    # pruning the checkpoint being read makes `restore` look up the new latest.
+    checkpointer = Checkpointer(checkpoint_dir(run_dir), agent, max_to_keep=10**6, read_only=True)
+    checkpointer.restore()
+    path = checkpointer.restored
+    bad = checkpointer.nonfinite_variables()
+    if bad:
+        raise NonFiniteStateError(
+            f"Checkpoint {path} holds NaN or Inf in {len(bad)} variable(s) "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): it cannot be "
+            "evaluated or exported."
+        )
     agent.normalizer.frozen = True
-    return config, agent, checkpointer.latest
+    return config, agent, path
 
 
 def evaluate(

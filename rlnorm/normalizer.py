@@ -4,7 +4,8 @@ State is float64 and held in non-trainable `tf.Variable`s, so `tf.train.Checkpoi
 SavedModel carry it (TF-Agents' habit). `update` merges a batch exactly with the parallel
 mean/variance formula (Chan, Golub & LeVeque 1979), so after any sequence of batches the
 mean and variance equal NumPy's over the concatenated data. A naive running update
-(E[x^2] - E[x]^2, or float32 state) drifts: the tests show both.
+(E[x^2] - E[x]^2, or float32 state) drifts: the tests show both. Features whose squares
+overflow float64 (|x| beyond ~1e150) merge again in units of a power of two (an exact scaling).
 """
 
 from __future__ import annotations
@@ -48,6 +49,54 @@ def observation_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
     return int(np.prod(space.shape))
+
+
+class StatisticsOverflowError(FloatingPointError):
+    """A running variance does not fit in float64: the data's spread exceeds ~1e154."""
+
+
+OVERFLOW_MESSAGE = "the variance of a feature overflows float64"
+
+
+@contextmanager
+def statistics_overflow_as_error():
+    """Around a compiled call that merges statistics: the graph's failed overflow assertion (an
+    InvalidArgumentError carrying the message and a graph trace) as StatisticsOverflowError."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        lines = [line for line in e.message.splitlines() if OVERFLOW_MESSAGE in line]
+        if not lines:
+            raise
+        raise StatisticsOverflowError(lines[0].strip()) from None
+
+
+def power_of_two_below(x: tf.Tensor) -> tf.Tensor:
+    """2**floor(log2(x)) for finite float64 x > 0, exactly: x with its mantissa bits cleared.
+    Dividing by it is exact, so scaling adds no rounding."""
+    bits = tf.bitwise.bitwise_and(tf.bitcast(x, tf.int64), tf.constant(0x7FF << 52, tf.int64))
+    return tf.bitcast(bits, tf.float64)
+
+
+def chan_merge(x, n, count, total, mean, var, pivot=None):
+    """(mean, var) of the state (count, mean, var) merged with the batch x [B, D] (n = B rows,
+    total = count + n), by the parallel formula in `ObservationNormalizer.update`.
+
+    `pivot` [D] (a row of x): the batch moments are taken of x - pivot, so a constant feature
+    gets variance 0 exactly, not the rounding of its mean (which, scaled back from huge units,
+    would be a variance beyond float64)."""
+    if pivot is None:
+        batch_mean = tf.reduce_mean(x, axis=0)
+        batch_m2 = tf.reduce_sum(tf.square(x - batch_mean), axis=0)
+    else:
+        d = x - pivot
+        d_mean = tf.reduce_mean(d, axis=0)
+        batch_mean = pivot + d_mean
+        batch_m2 = tf.reduce_sum(tf.square(d - d_mean), axis=0)
+    delta = batch_mean - mean
+    new_mean = mean + delta * (n / total)
+    m2 = var * count + batch_m2 + tf.square(delta) * (count * n / total)
+    return new_mean, m2 / total
 
 
 class ObservationNormalizer(tf.Module):
@@ -114,21 +163,68 @@ class ObservationNormalizer(tf.Module):
             self.merge(raw_obs)
 
     def merge(self, raw_obs) -> None:
-        """The merge itself, regardless of `frozen` (compiled by the agent; see `update`)."""
+        """The merge itself, regardless of `frozen` (compiled by the agent; see `update`).
+
+        Beyond ~1e150 the squares overflow and the unscaled merge gives Inf/NaN. Only then
+        (never on ordinary data, whose bits stay those of the unscaled formula) the features
+        concerned are merged again in units of a power of two near their magnitude. A variance
+        that overflows float64 even so raises `StatisticsOverflowError` (eagerly; in a graph,
+        an InvalidArgumentError with the same message) before any state changes.
+        """
         x = self.encode(raw_obs)
         n = tf.cast(tf.shape(x)[0], tf.float64)
-        batch_mean = tf.reduce_mean(x, axis=0)
-        batch_m2 = tf.reduce_sum(tf.square(x - batch_mean), axis=0)
         count = self.count
         total = count + n
-        delta = batch_mean - self.mean
-        new_mean = self.mean + delta * (n / total)
-        m2 = self.var * count + batch_m2 + tf.square(delta) * (count * n / total)
+        new_mean, new_var = chan_merge(x, n, count, total, self.mean, self.var)
+        unscaled_ok = (n == 0) | tf.reduce_all(tf.math.is_finite(new_var))
+        new_mean, new_var = tf.cond(
+            unscaled_ok,
+            lambda: (new_mean, new_var),
+            lambda: self._scaled_merge(x, n, count, total, new_mean, new_var),
+        )
         # An empty batch (every step of a rollout dropped) must change nothing: its mean is
         # 0/0 = NaN, which would poison the statistics for good.
         self.mean.assign(tf.where(n > 0, new_mean, self.mean))
-        self.var.assign(tf.where(n > 0, m2 / total, self.var))
+        self.var.assign(tf.where(n > 0, new_var, self.var))
         self.count.assign(total)
+
+    def _scaled_merge(self, x, n, count, total, mean_u, var_u):
+        """(mean, var) with the features whose unscaled merge (mean_u, var_u) overflowed from
+        finite inputs merged again in scaled units; the other features keep mean_u, var_u."""
+        magnitude = tf.maximum(
+            tf.reduce_max(tf.abs(x), axis=0), tf.maximum(tf.abs(self.mean), tf.sqrt(self.var))
+        )
+        redo = ~tf.math.is_finite(var_u) & tf.math.is_finite(magnitude)  # not Inf/NaN input
+        scale = tf.where(redo, power_of_two_below(magnitude), tf.ones_like(magnitude))
+        x_s = x / scale
+        pivot = tf.reduce_sum(x_s[:1], axis=0)  # the first row
+        mean_s, var_s = chan_merge(
+            x_s, n, count, total, self.mean / scale, self.var / scale / scale, pivot
+        )
+        mean = tf.where(redo, mean_s * scale, mean_u)
+        var = tf.where(redo, var_s * scale * scale, var_u)
+        with tf.control_dependencies(
+            self._check_overflow(redo & ~tf.math.is_finite(var), magnitude)
+        ):
+            return tf.identity(mean), tf.identity(var)
+
+    def _check_overflow(self, overflow, magnitude) -> list:
+        head = (
+            f"{self.name}: {OVERFLOW_MESSAGE} (any spread beyond "
+            "~1e154 does, and non-constant features of |x| > ~1e170 always do). Rescale "
+            "the observations or rewards before rlnorm sees them (e.g. a Gymnasium "
+            "TransformObservation / TransformReward wrapper)."
+        )
+        if tf.executing_eagerly():
+            if bool(tf.reduce_any(overflow)):
+                index = np.flatnonzero(overflow.numpy())
+                raise StatisticsOverflowError(
+                    f"{head} Features {index.tolist()}, |x| up to "
+                    f"{magnitude.numpy()[index].max():.3g}."
+                )
+            return []
+        features = tf.reshape(tf.where(overflow), [-1])
+        return [tf.debugging.Assert(~tf.reduce_any(overflow), [head, "features", features])]
 
     def set_state(self, count: float, mean, var) -> None:
         """Set the statistics directly (tests, and importing SB3 VecNormalize stats)."""
@@ -190,7 +286,10 @@ class RewardScaler(tf.Module):
         self.clip = float(clip)
         self.epsilon = float(epsilon)
         self.return_stats = ObservationNormalizer(
-            gym.spaces.Box(-np.inf, np.inf, (1,), np.float64), epsilon=epsilon, clip=clip
+            gym.spaces.Box(-np.inf, np.inf, (1,), np.float64),
+            epsilon=epsilon,
+            clip=clip,
+            name="reward_return_stats",  # names it in an overflow error
         )
         self.discounted_return = tf.Variable(
             tf.zeros([n_envs], tf.float64), trainable=False, name="discounted_return"

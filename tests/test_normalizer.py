@@ -4,6 +4,8 @@ Every expected number is computed here, from the raw data (np.mean / np.var over
 concatenated batches, a float32 and a naive E[x^2] - E[x]^2 re-implementation for contrast).
 """
 
+from fractions import Fraction
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,7 +13,12 @@ import tensorflow as tf
 
 from rlnorm.agent import A2CAgent
 from rlnorm.networks import build_networks
-from rlnorm.normalizer import ObservationNormalizer, RewardScaler
+from rlnorm.normalizer import (
+    ObservationNormalizer,
+    RewardScaler,
+    StatisticsOverflowError,
+    statistics_overflow_as_error,
+)
 
 BOX3 = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
 
@@ -289,3 +296,137 @@ def test_reward_scaler_matches_numpy(compiled):
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, rtol=1e-6)
         assert np.abs(rewards[0, 0]) / np.sqrt(var + eps) > clip and out[0, 0] == np.float32(clip)
+
+
+# -- magnitudes near float64's limit ------------------------------------------------------------
+def exact_moments(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance per column in exact rational arithmetic, then rounded."""
+    means, variances = [], []
+    for column in data.T:
+        values = [Fraction(float(v)) for v in column]
+        mean = sum(values) / len(values)
+        means.append(float(mean))
+        variances.append(float(sum((v - mean) ** 2 for v in values) / len(values)))
+    return np.array(means), np.array(variances)
+
+
+def previous_merge(count, mean, var, x):
+    """The merge as it was before the scaled path existed, op for op (the same TF ops, so the
+    same bits): what ordinary data must still get."""
+    x = tf.constant(x, tf.float64)
+    n = tf.cast(tf.shape(x)[0], tf.float64)
+    batch_mean = tf.reduce_mean(x, axis=0)
+    batch_m2 = tf.reduce_sum(tf.square(x - batch_mean), axis=0)
+    total = count + n
+    delta = batch_mean - mean
+    new_mean = mean + delta * (n / total)
+    m2 = var * count + batch_m2 + tf.square(delta) * (count * n / total)
+    return total, new_mean, m2 / total
+
+
+def previous_statistics(batches) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, var) of the unscaled merge over `batches`, from the initial state (0, 0, 1)."""
+    dim = batches[0].shape[1]
+    state = tf.constant(0.0, tf.float64), tf.zeros(dim, tf.float64), tf.ones(dim, tf.float64)
+    for batch in batches:
+        state = previous_merge(*state, batch)
+    return state[1].numpy(), state[2].numpy()
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
+def test_ordinary_data_merge_bit_identical_to_the_unscaled_formula(compiled):
+    rng = np.random.default_rng(9)
+    norm = ObservationNormalizer(BOX3)
+    merge = norm.merge
+    if compiled:
+        merge = tf.function(merge, input_signature=[tf.TensorSpec([None, 3], tf.float64)])
+    count, mean, var = tf.constant(0.0, tf.float64), tf.zeros(3, tf.float64), tf.ones(3, tf.float64)
+    for size in random_sizes(400, seed=3, high=40):
+        # Scales from 1e-4 to 1e99, and an empty batch now and then.
+        x = rng.normal([5.0, -3e8, 0.0], [0.1, 4e7, 1e-4], size=(size * (size % 7 > 0), 3))
+        x[:, 2] *= 10.0 ** rng.integers(0, 100)
+        merge(x)
+        if len(x):
+            count, mean, var = previous_merge(count, mean, var, x)
+        np.testing.assert_array_equal(norm.count.numpy(), count.numpy())
+        np.testing.assert_array_equal(norm.mean.numpy(), mean.numpy())
+        np.testing.assert_array_equal(norm.var.numpy(), var.numpy())
+
+
+def merged(data: np.ndarray, pattern: str) -> tuple[ObservationNormalizer, list[np.ndarray]]:
+    norm = ObservationNormalizer(gym.spaces.Box(-np.inf, np.inf, data.shape[1:], np.float64))
+    batches = split(data, SPLITS[pattern])
+    for batch in batches:
+        norm.update(batch)
+    return norm, batches
+
+
+@pytest.mark.parametrize("magnitude", [1e200, 1e300, -1.7e308])
+def test_constant_huge_feature_beside_ordinary_ones_stays_exact(magnitude):
+    """Unscaled, the first merge squares delta = 1e200 - 0 to Inf and multiplies it by count 0:
+    NaN. Scaled, the huge feature's mean is exact and its variance 0, and the ordinary features
+    keep the unscaled merge's bits."""
+    rng = np.random.default_rng(10)
+    data = rng.normal([2.0, 0.0, -7.0], [1.0, 1.0, 0.5], size=(N_ROWS, 3))
+    data[:, 1] = magnitude
+    norm, batches = merged(data, "random_small")
+    mean, var = exact_moments(data)
+    assert norm.mean.numpy()[1] == magnitude and norm.var.numpy()[1] == 0.0 == var[1]
+    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+    old_mean, old_var = previous_statistics(batches)
+    assert np.isnan(old_var[1])
+    np.testing.assert_array_equal(norm.mean.numpy()[[0, 2]], old_mean[[0, 2]])
+    np.testing.assert_array_equal(norm.var.numpy()[[0, 2]], old_var[[0, 2]])
+    assert np.all(np.isfinite(norm.normalize(data).numpy()))
+
+
+@pytest.mark.parametrize("pattern", ["one_batch", "random_small", "rest_then_one"])
+def test_overflowing_squares_with_a_finite_variance_match_exact_arithmetic(pattern):
+    """Feature 0: spread 1e152 and one outlier 1.4e154 off, whose square (2e308) overflows
+    though the variance (~2e306) does not. Feature 1: a constant 1e307, whose sum over the
+    rows overflows. Feature 2: ~1e140, which overflows nothing and keeps the unscaled bits."""
+    rng = np.random.default_rng(11)
+    data = rng.normal([0.0, 1e307, -1e140], [1e152, 0.0, 2e139], size=(N_ROWS, 3))
+    data[N_ROWS - 1, 0] = 1.4e154
+    norm, batches = merged(data, pattern)
+    mean, var = exact_moments(data)
+    assert norm.count.numpy() == N_ROWS and np.all(var < 1.8e308) and var[0] > 1e306
+    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(norm.var.numpy(), var, rtol=1e-10, atol=0)
+    old_mean, old_var = previous_statistics(batches)
+    assert not np.isfinite(old_var[0]) and not np.isfinite(old_var[1])
+    assert norm.mean.numpy()[2] == old_mean[2] and norm.var.numpy()[2] == old_var[2]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "graph"])
+def test_variance_beyond_float64_raises_before_changing_the_state(compiled):
+    """Values ~1e200 that are not all equal: variance ~1e398, more than float64 holds."""
+    norm = ObservationNormalizer(BOX3)
+    norm.update(np.random.default_rng(13).normal(size=(10, 3)))
+    before = norm.state_dict()
+    x = np.array([[1.0, 1e200, 0.0], [2.0, 2e200, 0.0]])
+    merge = norm.merge
+    error = StatisticsOverflowError
+    if compiled:
+        merge = tf.function(merge, input_signature=[tf.TensorSpec([None, 3], tf.float64)])
+        error = tf.errors.InvalidArgumentError
+    with pytest.raises(error, match="variance of a feature overflows float64"):
+        merge(x)
+    if compiled:  # as the training loop reports it
+        with pytest.raises(StatisticsOverflowError, match="features.*1") as caught:
+            with statistics_overflow_as_error():
+                merge(x)
+        assert str(caught.value).count("overflows float64") == 1
+    for key, value in norm.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_reward_scaler_return_statistics_share_the_scaled_merge():
+    """Returns of a constant 1e200 reward: mean and variance finite where the first unscaled
+    merge gave NaN. (gamma 0, so every return equals the reward.)"""
+    scaler = RewardScaler(n_envs=2, gamma=0.0)
+    rewards = np.full((3, 2), 1e200)
+    scaler.scale_rollout(rewards, np.zeros((3, 2), bool))
+    stats = scaler.return_stats
+    assert stats.mean.numpy()[0] == 1e200 and stats.var.numpy()[0] == 0.0
