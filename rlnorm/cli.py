@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from rlnorm import config as config_lib
@@ -147,6 +148,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--deterministic", action="store_true", help="take the mode action")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=10_000,
+        help="cut an episode the env does not end after this many steps (and say so)",
+    )
     p = sub.add_parser("export", help="export a SavedModel: raw observation -> action")
     p.add_argument("run_dir")
     p.add_argument("out_dir")
@@ -166,9 +173,28 @@ def main(argv: list[str] | None = None, base_config: config_lib.Config | None = 
         return 2
     try:
         return run_command(args, base_config)
-    except (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"rlnorm {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = one_line_error(e)
+        if message is None:
+            raise
+        if os.environ.get("RLNORM_DEBUG", "0") != "0":
+            traceback.print_exc()
+        print(f"rlnorm {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def one_line_error(e: Exception) -> str | None:
+    """The one line a user sees for an error rlnorm expects (bad input, a misbehaving env, a
+    full disk, a read-only folder); None for a bug, which keeps its traceback."""
+    if isinstance(e, config_lib.ConfigError | ValueError | FileNotFoundError | FloatingPointError):
+        return str(e)
+    if isinstance(e, OSError):  # disk full, read-only folder, permissions
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}. Checkpoints already on disk are intact."
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(e, tf.errors.OpError):  # e.g. a write failed inside TF
+        return f"{type(e).__name__}: {e.message.splitlines()[0]}"
+    return None
 
 
 def print_config(recipe: str | None) -> None:
@@ -209,11 +235,18 @@ def run_command(args, base_config) -> int:
     if args.command == "eval":
         from rlnorm.evaluate import evaluate
 
-        r = evaluate(args.run_dir, args.episodes, args.deterministic, args.seed)
+        r = evaluate(
+            args.run_dir,
+            args.episodes,
+            args.deterministic,
+            args.seed,
+            max_episode_steps=args.max_episode_steps,
+        )
+        where = f"{args.run_dir}/eval.json" if r["written"] else "eval.json NOT written"
         print(
             f"{r['env_id']}: mean return {r['mean_return']:.2f} +- {r['std_return']:.2f} over "
             f"{r['episodes']} episodes ({'deterministic' if r['deterministic'] else 'sampled'})"
-            f" -> {args.run_dir}/eval.json"
+            f" -> {where}"
         )
         return 0
     if args.command == "doctor":

@@ -224,6 +224,12 @@ class Config:
         ge=0,
         le=256,
     )
+    stop_grace_seconds: float = param(
+        30.0,
+        "After Ctrl-C or SIGTERM, how long the current update may take before rlnorm exits "
+        "without it (an env step that blocks), naming the last checkpoint.",
+        gt=0.0,
+    )
     log_every: int = param(2_000, "Write scalars every this many env steps.", ge=1)
     diagnostics: bool = param(
         True, "Write the scale diagnostics (activations, gradients, normalizer, BatchNorm gap)."

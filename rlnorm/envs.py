@@ -23,7 +23,87 @@ AUTORESET = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NE
 
 
 class EnvError(ValueError):
-    """The environment id or its spaces cannot be used; the message names the fix."""
+    """The environment id or its spaces cannot be used, or the env misbehaved (raised, or
+    returned what its spaces do not allow); the message names the env and the fix."""
+
+
+# Steps of each env whose results are checked against its spaces (then only exceptions are
+# caught): a wrong type shows at once, and the check costs nothing afterwards.
+CHECKED_STEPS = 1000
+
+
+class EnvChecker(gym.Wrapper):
+    """Names the env, the call and the env index when a sub-env raises, and checks what its
+    first CHECKED_STEPS steps return: an observation of the space's shape, a real scalar
+    reward, boolean terminated/truncated, the 5-tuple of Gymnasium 1.x."""
+
+    def __init__(self, env: gym.Env, env_id: str, index: int):
+        super().__init__(env)
+        self.env_id, self.index, self.checks_left = env_id, index, CHECKED_STEPS
+
+    def _fail(self, call: str, problem: str) -> EnvError:
+        return EnvError(f"Environment {self.env_id!r}, env index {self.index}: {call}() {problem}")
+
+    def reset(self, **kwargs):
+        try:
+            obs, info = self.env.reset(**kwargs)
+        except EnvError:
+            raise
+        except Exception as e:
+            raise self._fail("reset", f"raised {type(e).__name__}: {e}") from e
+        if self.checks_left > 0:
+            self._check_obs("reset", obs)
+        return obs, info
+
+    def step(self, action):
+        try:
+            out = self.env.step(action)
+        except EnvError:
+            raise
+        except Exception as e:
+            raise self._fail("step", f"raised {type(e).__name__}: {e}") from e
+        if self.checks_left <= 0:
+            return out
+        self.checks_left -= 1
+        if not isinstance(out, tuple) or len(out) != 5:
+            n = len(out) if isinstance(out, tuple) else type(out).__name__
+            raise self._fail(
+                "step",
+                f"returned {n} values; Gymnasium 1.x envs return (obs, reward, terminated, "
+                "truncated, info). An env of the old Gym API (obs, reward, done, info) needs "
+                "porting (or `shimmy`'s compatibility wrapper).",
+            )
+        obs, reward, terminated, truncated, _ = out
+        self._check_obs("step", obs)
+        if isinstance(reward, bool | np.bool_) or not isinstance(
+            reward, int | float | np.integer | np.floating
+        ):
+            what = (
+                f"{type(reward).__name__} {np.shape(reward)}" if np.ndim(reward) else repr(reward)
+            )
+            raise self._fail("step", f"returned reward {what}; a reward is one real number.")
+        for name, flag in (("terminated", terminated), ("truncated", truncated)):
+            if not isinstance(flag, bool | np.bool_):
+                raise self._fail(
+                    "step",
+                    f"returned {name} = {flag!r} ({type(flag).__name__}); it must be a bool.",
+                )
+        return out
+
+    def _check_obs(self, call: str, obs) -> None:
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Box) and np.shape(obs) != space.shape:
+            raise self._fail(
+                call,
+                f"returned an observation of shape {np.shape(obs)}; its observation space "
+                f"{type(space).__name__} expects shape {space.shape}.",
+            )
+
+
+def env_checkers(env_id: str):
+    """A wrapper factory for `gym.make_vec(wrappers=...)`: the n-th env made gets index n."""
+    count = iter(range(10**9))
+    return lambda env: EnvChecker(env, env_id, next(count))
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -68,7 +148,8 @@ def open_vec_env(config, env=None) -> gym.vector.VectorEnv:
         envs = env
     elif callable(env) and not isinstance(env, gym.Env):
         mode = AUTORESET[config.autoreset_mode]
-        envs = gym.vector.SyncVectorEnv([env] * config.n_envs, autoreset_mode=mode)
+        fns = [lambda i=i: EnvChecker(env(), config.env_id, i) for i in range(config.n_envs)]
+        envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     else:
         raise EnvError(
             f"env = {env!r} is neither a Gymnasium VectorEnv nor a factory of envs. Pass "
@@ -86,12 +167,29 @@ def open_vec_env(config, env=None) -> gym.vector.VectorEnv:
     return envs
 
 
-def make_eval_envs(config, n_envs: int, seed: int, env=None) -> gym.vector.VectorEnv:
+def make_eval_envs(
+    config, n_envs: int, seed: int, env=None, max_episode_steps: int | None = None
+) -> gym.vector.VectorEnv:
     """Fresh envs for evaluation (SAME_STEP autoreset, episode statistics): of `config.env_id`,
-    or of `env`, the user's factory of single envs."""
+    or of `env`, the user's factory of single envs. Episodes longer than `max_episode_steps`
+    are truncated there (where the env's own time limit is longer, or it has none)."""
     if env is None or isinstance(env, gym.vector.VectorEnv):
-        return make_vec_env(config.env_id, n_envs, seed, autoreset_mode="same_step")
-    envs = gym.vector.SyncVectorEnv([env] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        return make_vec_env(
+            config.env_id,
+            n_envs,
+            seed,
+            autoreset_mode="same_step",
+            max_episode_steps=max_episode_steps,
+        )
+
+    def make():
+        single = env()
+        own = single.spec.max_episode_steps if single.spec is not None else None
+        if max_episode_steps is not None and (own is None or own > max_episode_steps):
+            single = gym.wrappers.TimeLimit(single, max_episode_steps)
+        return single
+
+    envs = gym.vector.SyncVectorEnv([make] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
     check_spaces(envs.single_observation_space, envs.single_action_space, config.env_id)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
@@ -107,6 +205,7 @@ def make_vec_env(
     vectorization_mode: str = "sync",
     autoreset_mode: str = "same_step",
     episode_statistics: bool = True,
+    max_episode_steps: int | None = None,
 ) -> gym.vector.VectorEnv:
     """A seeded vector env with episode statistics (`info["episode"]`, unless
     `episode_statistics` is False) and Box action clipping.
@@ -121,6 +220,11 @@ def make_vec_env(
     kwargs = {}
     if vectorization_mode != "vector_entry_point":
         kwargs["vector_kwargs"] = {"autoreset_mode": AUTORESET[autoreset_mode]}
+        kwargs["wrappers"] = [env_checkers(env_id)]
+    if max_episode_steps is not None and (
+        spec.max_episode_steps is None or spec.max_episode_steps > max_episode_steps
+    ):
+        kwargs["max_episode_steps"] = max_episode_steps  # a cap for evaluation
     try:
         envs = gym.make_vec(name, num_envs=n_envs, vectorization_mode=vectorization_mode, **kwargs)
     except gym.error.DependencyNotInstalled as e:  # e.g. MuJoCo envs without the extra
@@ -159,6 +263,12 @@ def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: 
         check_action_space(action_space)
     except ValueError as e:
         raise EnvError(where + str(e)) from None
+    if isinstance(observation_space, gym.spaces.Box) and observation_space.shape is not None:
+        if int(np.prod(observation_space.shape)) == 0:
+            raise EnvError(
+                f"{where}Observation space {observation_space} has no features (shape "
+                f"{observation_space.shape}): give the env at least one observation feature."
+            )
 
 
 def autoreset_mode_of(envs: gym.vector.VectorEnv) -> str:

@@ -7,6 +7,7 @@ normalizer is frozen and every network call is in inference mode (BatchNorm: mov
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from rlnorm.agent import A2CAgent
 from rlnorm.checkpoint import Checkpointer, NonFiniteStateError, atomic_write_text
 from rlnorm.envs import make_eval_envs
 from rlnorm.run_dir import checkpoint_dir, load_run_config, require_checkpoint
+
+# Evaluation stops an episode the env never ends here (and says so).
+MAX_EPISODE_STEPS = 10_000
 
 
 def load_agent(run_dir: str | Path, envs=None, env=None):
@@ -53,31 +57,55 @@ def evaluate(
     seed: int | None = None,
     n_envs: int = 4,
     write: bool = True,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
 ) -> dict:
-    """Run `episodes` full episodes on fresh envs; returns (and writes) eval.json's content."""
-    if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}.")
+    """Run `episodes` full episodes on fresh envs; returns (and writes) eval.json's content.
+    If eval.json cannot be written, the result is still returned, with `written` False."""
+    check_eval_arguments(episodes, seed, max_episode_steps)
     config = load_run_config(run_dir)
     seed = config.seed + 10_000 if seed is None else seed  # not the training env seeds
     config, agent, ckpt = load_agent(run_dir)
     result = {
         "run_dir": str(run_dir),
         "checkpoint": ckpt,
-        **evaluate_agent(agent, config, episodes, deterministic, seed, n_envs),
+        **evaluate_agent(
+            agent, config, episodes, deterministic, seed, n_envs, None, max_episode_steps
+        ),
     }
     if write:
-        atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+        try:
+            atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+            result["written"] = True
+        except OSError as e:  # a read-only run folder, a full disk: the result still counts
+            warnings.warn(f"eval.json not written ({e.strerror}: {e.filename}).", stacklevel=2)
+            result["written"] = False
     return result
 
 
-def evaluate_agent(
-    agent, config, episodes: int, deterministic: bool, seed: int, n_envs: int = 4, env=None
-) -> dict:
-    """`episodes` full episodes of `agent` on fresh envs of `config` (or `env`, the user's
-    factory), in inference mode; returns env_id, episodes, mean/std return, mean length."""
+def check_eval_arguments(episodes, seed, max_episode_steps) -> None:
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}.")
-    envs = make_eval_envs(config, min(n_envs, episodes), seed, env)
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
+    if max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}.")
+
+
+def evaluate_agent(
+    agent,
+    config,
+    episodes: int,
+    deterministic: bool,
+    seed: int,
+    n_envs: int = 4,
+    env=None,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+) -> dict:
+    """`episodes` full episodes of `agent` on fresh envs of `config` (or `env`, the user's
+    factory), in inference mode; returns env_id, episodes, mean/std return, mean length, and
+    how many episodes were cut at `max_episode_steps`."""
+    check_eval_arguments(episodes, seed, max_episode_steps)
+    envs = make_eval_envs(config, min(n_envs, episodes), seed, env, max_episode_steps)
     returns, lengths = [], []
     obs, _ = envs.reset(seed=seed)
     act = agent.act_deterministic if deterministic else (lambda o: agent.act(o)[0])
@@ -95,6 +123,15 @@ def evaluate_agent(
                 lengths.append(int(info["episode"]["l"][i]))
                 counts[i] += 1
     envs.close()
+    own = own_time_limit(config.env_id) if env is None else None
+    cut = 0 if own is not None and own <= max_episode_steps else lengths.count(max_episode_steps)
+    if cut:
+        warnings.warn(
+            f"{cut} of {episodes} evaluation episodes were cut at max_episode_steps = "
+            f"{max_episode_steps} (the env did not end them); raise --max-episode-steps to "
+            "see them end.",
+            stacklevel=2,
+        )
     return {
         "env_id": config.env_id,
         "episodes": episodes,
@@ -104,7 +141,18 @@ def evaluate_agent(
         "std_return": float(np.std(returns)),
         "mean_length": float(np.mean(lengths)),
         "returns": returns,
+        "episodes_cut": cut,
     }
+
+
+def own_time_limit(env_id: str) -> int | None:
+    """The time limit Gymnasium registers for `env_id` (None: none, or not registered)."""
+    import gymnasium as gym
+
+    try:
+        return gym.spec(env_id.split(":")[-1]).max_episode_steps
+    except gym.error.Error:
+        return None
 
 
 def variables_snapshot(agent) -> dict[str, np.ndarray]:

@@ -34,16 +34,26 @@ class ExportedPolicy(tf.Module):
 
         @tf.function(input_signature=[spec])
         def serve(observation):
+            observation = self._check(observation)
             return {
                 "action": self._clip(self.policy.distribution(observation, training=False).mode())
             }
 
         @tf.function(input_signature=[spec])
         def sample(observation):
+            observation = self._check(observation)
             dist = self.policy.distribution(observation, training=False)
             return {"action": self._clip(dist.sample(self.rng))}
 
         self.serve, self.sample = serve, sample
+
+    def _check(self, observation):
+        """A NaN/Inf observation is an error, not a NaN action (integer ones are always finite)."""
+        if not observation.dtype.is_floating:
+            return observation
+        return tf.debugging.assert_all_finite(
+            observation, "rlnorm exported policy: the observation holds NaN or Inf"
+        )
 
     def _clip(self, action):
         return tf.clip_by_value(action, self.low, self.high) if self.box else action

@@ -18,10 +18,17 @@ inputs under the stored log-probs and values.
 from __future__ import annotations
 
 import json
+import math
+import os
 import resource
+import select
 import signal
+import socket
+import sys
+import threading
+import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import keras
@@ -31,11 +38,25 @@ import tensorflow as tf
 from rlnorm import _fast
 from rlnorm import config as config_lib
 from rlnorm.agent import A2CAgent
-from rlnorm.checkpoint import Checkpointer, atomic_write_text
+from rlnorm.checkpoint import (
+    Checkpointer,
+    NonFiniteStateError,
+    atomic_write_text,
+    checkpoint_candidates,
+    checkpoint_number,
+)
 from rlnorm.diagnostics import ScaleDiagnostics
 from rlnorm.logger import RunLogger
-from rlnorm.normalizer import RewardScaler
-from rlnorm.run_dir import checkpoint_dir, load_run_config, new_run_dir
+from rlnorm.normalizer import RewardScaler, statistics_overflow_as_error
+from rlnorm.rollout import NonFiniteError
+from rlnorm.run_dir import (
+    RunLock,
+    checkpoint_dir,
+    load_run_config,
+    new_run_dir,
+    refuse_existing_run,
+    require_checkpoint,
+)
 
 # Fields that define the networks' and spaces' shapes: a resume must not change them.
 SHAPE_FIELDS = (
@@ -65,19 +86,30 @@ def train(
 ) -> dict:
     """Train A2C as `config` says (or continue the run folder `resume`); returns the run
     summary (also written to summary.json). `env`: a Gymnasium vector env or a factory of
-    single envs to train on instead of `config.env_id` (see `rlnorm.envs.open_envs`).
-    `agent_callback(agent, run_dir)` receives the trained agent before the envs close."""
-    config = resume_config(resume, config) if resume is not None else config_lib.validate(config)
-    configure_tensorflow(config.tf_threads)
-    seed_everything(config.seed)
-    # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
-    envs, observation_space, action_space = open_envs(config, env)
-    try:
+    single envs to train on instead of `config.env_id` (see `rlnorm.envs.open_vec_env`).
+    `agent_callback(agent, run_dir)` receives the trained agent before the envs close.
+
+    The run folder is locked while this process writes it (`RunLock`): a second writer is
+    refused, naming this process."""
+    with ExitStack() as stack:
+        if resume is not None:
+            stack.enter_context(RunLock(resume))
+            config = resume_config(resume, config)
+        else:
+            config = config_lib.validate(config)
+        configure_tensorflow(config.tf_threads)
+        seed_everything(config.seed)
+        # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
+        envs, observation_space, action_space = open_envs(config, env)
+        stack.callback(envs.close)  # also on errors: stop env workers
         if resume is not None:
             run_dir = Path(resume)
         else:
             run_dir = new_run_dir(config)
+            stack.enter_context(RunLock(run_dir))
+            refuse_existing_run(run_dir)  # again, under the lock: two runs given one --run-dir
             atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
+        checkpoint_dir(run_dir).mkdir(exist_ok=True)  # fails now, not at the first save
         agent = A2CAgent(config, observation_space, action_space)
         reward_scaler = (
             RewardScaler(config.n_envs, config.gamma, config.reward_clip)
@@ -88,11 +120,16 @@ def train(
             checkpoint_dir(run_dir), agent, reward_scaler, config.keep_checkpoints
         )
         step, trainer_state = checkpointer.restore() if resume is not None else (0, {})
+        if resume is not None:
+            done = finished_summary(run_dir, config, step)
+            if done is not None:  # nothing to add: the run folder stays as it is
+                if agent_callback is not None:
+                    agent_callback(agent, run_dir)
+                return done
+            atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
+            drop_orphaned_events(run_dir, step)  # steps trained after the checkpoint, again
         logger = RunLogger(run_dir, config, step, quiet, trainer_state)
-    except BaseException:
-        envs.close()
-        raise
-    try:
+        stack.callback(logger.close)  # close the progress bar, flush events
         diagnostics = ScaleDiagnostics(agent, logger.writer, config) if config.diagnostics else None
         # A resumed run gets fresh env seeds derived from the step, so it replays no episode.
         updater = make_updater(config, envs, agent, reward_scaler, seed=config.seed + step)
@@ -101,9 +138,6 @@ def train(
         )
         if agent_callback is not None:
             agent_callback(agent, run_dir)
-    finally:  # also on errors: close the progress bar, flush events, stop env workers
-        logger.close()
-        envs.close()
     return summary
 
 
@@ -114,7 +148,7 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
     next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
     metrics: dict = {}
     stopped_by = None
-    with stop_on_signal() as interrupt:
+    with stop_on_signal(config.stop_grace_seconds) as interrupt:
         while updates_left > 0 and not interrupt["stop"]:
             # 1-4. rollout (inference mode, RAW obs stored) -> targets (GAE; V(final obs) on
             # truncation, 0 on termination) -> gradient step (training mode, with the
@@ -125,7 +159,8 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
             n = 1 if diagnose else updater.updates_in_next_call(step, diagnostics is not None)
             n = min(n, updates_left)
             before = diagnostics.capture() if diagnose else None
-            update = updater.update(step, n, logger.record_episodes, keep_batch=diagnose)
+            with statistics_overflow_as_error():
+                update = updater.update(step, n, logger.record_episodes, keep_batch=diagnose)
             metrics = update.metrics
             step += update.n_updates * steps_per_update
             updates_left -= update.n_updates
@@ -140,7 +175,7 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
 
             # 6. Checkpoint (the previous one stays loadable until this one is complete).
             if step >= next_checkpoint:
-                checkpointer.save(step, logger.state())
+                interrupt["checkpoint"] = checkpointer.save(step, logger.state())
                 next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
             if solved:
                 stopped_by = "target_return"
@@ -155,6 +190,13 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
 
     logger.log_update(step, metrics, force=True)
     checkpointer.save(step, logger.state())
+    fields = updater.summary_fields()
+    trained = step - logger.start_step
+    if trained and fields.get("dropped_steps", 0) >= trained:
+        raise NonFiniteError(
+            f"Every env step of this run ({trained}) was dropped as non-finite (nonfinite = "
+            '"drop"): nothing was learned. Fix the environment\'s observations or rewards.'
+        )
     summary = logger.summary(
         step,
         config.agent,
@@ -162,7 +204,7 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
             "run_dir": str(run_dir),
             "stopped_by": stopped_by or "total_steps",
             "backend": config.backend,
-            **updater.summary_fields(),
+            **fields,
             "trace_counts": {**agent.trace_counts(), **updater.trace_counts()},
             "fast_paths": _fast.active(config),
             "peak_rss_mb": peak_rss_mb(),
@@ -219,26 +261,62 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def stop_on_signal():
-    """SIGINT / SIGTERM ask the loop to stop after the current update (and save)."""
-    flag = {"stop": False, "signal": None}
+def stop_on_signal(grace_seconds: float = 30.0):
+    """SIGINT / SIGTERM ask the loop to stop after the current update (and save).
+
+    A Python handler runs only when the main thread runs Python, and an env that blocks
+    inside the compiled update keeps it from ever running; so the signals also reach a watcher
+    thread, through the C-level handler's wakeup fd (`signal.set_wakeup_fd`). If the update
+    has not ended `grace_seconds` after a signal, or at a second signal, the watcher ends the
+    process, naming the last checkpoint: a blocked env never hangs a run."""
+    flag = {"stop": False, "signal": None, "checkpoint": None}
+    signals = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals can only be handled on the main thread
+        return
 
     def handler(signum, _frame):
-        if flag["stop"]:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        flag["stop"], flag["signal"] = True, signal.Signals(signum).name
+        if not flag["stop"]:
+            flag["stop"], flag["signal"] = True, signal.Signals(signum).name
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in previous:
-            signal.signal(s, handler)
-    except ValueError:  # not the main thread: no signal handling
-        previous = {}
+    previous = {s: signal.signal(s, handler) for s in signals}
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    done = threading.Event()
+
+    def watch():
+        received, deadline = 0, None
+        while not done.is_set():
+            if select.select([reader], [], [], 0.2)[0]:
+                for signum in reader.recv(64):
+                    if signum in signals:
+                        received += 1
+                        handler(signum, None)
+                        deadline = deadline or time.monotonic() + grace_seconds
+            late = deadline is not None and time.monotonic() > deadline
+            if (received >= 2 or late) and not done.is_set():
+                print(
+                    f"rlnorm: {flag['signal']} received and the update did not end (an env "
+                    f"step may be blocked): stopping now. Last checkpoint: "
+                    f"{flag['checkpoint'] or 'none'}.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(128 + signal.Signals[flag["signal"]].value)
+
+    watcher = threading.Thread(target=watch, name="rlnorm-signals", daemon=True)
+    watcher.start()
     try:
         yield flag
     finally:
+        done.set()
+        watcher.join()
+        signal.set_wakeup_fd(old_fd)
         for s, h in previous.items():
             signal.signal(s, h)
+        reader.close()
+        writer.close()
 
 
 def peak_rss_mb() -> float:
@@ -256,12 +334,17 @@ def peak_rss_mb() -> float:
 
 def resume_config(run_dir: str | Path, requested: config_lib.Config | None) -> config_lib.Config:
     """The run's saved config, or `requested` (the saved config with the user's changes, as the
-    CLI builds it) if it changes nothing that shapes the networks or spaces."""
+    CLI builds it) if it changes nothing that shapes the networks or spaces, does not move the
+    run and does not cut its history."""
     saved = load_run_config(run_dir)
-    if tf.train.latest_checkpoint(str(checkpoint_dir(run_dir))) is None:
-        raise FileNotFoundError(f"Cannot resume {str(run_dir)!r}: it has no checkpoint.")
+    require_checkpoint(run_dir)
     if requested is None:
         return saved
+    if requested.run_dir not in (None, saved.run_dir) and Path(requested.run_dir) != Path(run_dir):
+        raise config_lib.ConfigError(
+            f"--run-dir {requested.run_dir!r} with --resume {str(run_dir)!r}: a resumed run "
+            "stays in its folder. Drop --run-dir (or start a new run there without --resume)."
+        )
     requested = config_lib.validate(requested.replace(run_dir=saved.run_dir))
     bad = [k for k in SHAPE_FIELDS if getattr(requested, k) != getattr(saved, k)]
     if bad:
@@ -272,9 +355,51 @@ def resume_config(run_dir: str | Path, requested: config_lib.Config | None) -> c
             f"Cannot resume {str(run_dir)!r} with a config that changes network shapes or "
             f"spaces ({detail}). Start a new run instead."
         )
-    if requested != saved:  # the run folder records what the run continues with
-        atomic_write_text(Path(run_dir) / "config.toml", config_lib.to_toml(requested))
+    at = max(
+        (checkpoint_number(p) for p in checkpoint_candidates(checkpoint_dir(run_dir))), default=0
+    )
+    if requested.total_steps < at:
+        raise config_lib.ConfigError(
+            f"Cannot resume {str(run_dir)!r} with total_steps = {requested.total_steps}: the "
+            f"run is at step {at} already. Give a larger --total-steps."
+        )
     return requested
+
+
+def finished_summary(run_dir: Path, config, step: int) -> dict | None:
+    """A resumed run's saved summary when it has nothing to add (its budget is spent, or it
+    stopped at the target it still has), else None."""
+    path = run_dir / "summary.json"
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    if saved is None or saved.get("total_steps") != step:
+        return None  # killed before its end: it has steps to retrain
+    at_target = saved.get("stopped_by") == "target_return" and config.target_return is not None
+    if step >= config.total_steps or (
+        at_target and (saved.get("mean_return_last_100") or -math.inf) >= config.target_return
+    ):
+        warnings.warn(
+            f"{str(run_dir)!r} is finished at step {step} ({saved.get('stopped_by')}): nothing "
+            "to train. Give a larger --total-steps (or another target_return) to continue.",
+            stacklevel=3,
+        )
+        return saved
+    return None
+
+
+def drop_orphaned_events(run_dir: Path, step: int) -> None:
+    """Remove the events after `step` that a killed run wrote past its last checkpoint, so the
+    resumed run draws one curve (what TensorBoard's purge_orphaned_data does with a SessionLog
+    START event, done on disk for every reader). Each file is rewritten atomically."""
+    for path in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+        keep = [r for r in records if tf.compat.v1.Event.FromString(r).step <= step]
+        if len(keep) == len(records):
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for record in keep:
+                writer.write(record)
+        os.replace(tmp, path)
 
 
 def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update):
@@ -289,7 +414,10 @@ def raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update):
             "nonfinite": int((~np.isfinite(x)).sum()),
         }
 
-    checkpointer.save(step, None)  # the weights are the last good ones (update skipped)
+    try:
+        checkpointer.save(step, None)  # the weights are the last good ones (update skipped)
+    except NonFiniteStateError:
+        pass  # the state itself went non-finite: the last checkpoint on disk is the good one
     dump = {
         "env_step": step,
         "metrics": {k: float(v) for k, v in metrics.items()},

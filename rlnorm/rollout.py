@@ -55,6 +55,25 @@ def check_finite(x: np.ndarray, what: str, step: int) -> np.ndarray | None:
     return ~ok.reshape(len(x), -1).all(axis=1)
 
 
+def as_env_error(error: BaseException, env_id: str, call: str):
+    """An exception an env raised, as EnvError naming the env and the call (the sub-env's
+    `EnvChecker` has already named its index where it could)."""
+    from rlnorm.envs import EnvError
+
+    if isinstance(error, EnvError):
+        return error
+    hint = ""
+    if "expected 5, got 4" in str(error):
+        hint = (
+            " The env returns the old Gym API's 4-tuple; Gymnasium 1.x envs return (obs, "
+            "reward, terminated, truncated, info)."
+        )
+    return EnvError(
+        f"Environment {env_id!r}: {call}() raised {type(error).__name__}: {error}.{hint} "
+        "(RLNORM_DEBUG=1 shows the traceback.)"
+    )
+
+
 def describe_nonfinite(x: np.ndarray, what: str, step: int) -> str:
     bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))
     env_i, feat = (int(v) for v in bad[0])
@@ -113,7 +132,12 @@ class RolloutCollector:
         self.episode_return = np.zeros(self.n_envs, np.float64)  # of the running episodes
         self.episode_length = np.zeros(self.n_envs, np.int64)
         self._error: str | None = None
-        obs, _ = envs.reset(seed=seed)
+        self._env_exception: BaseException | None = None  # raised by the env in the graph
+        self.env_id = agent.config.env_id
+        try:
+            obs, _ = envs.reset(seed=seed)
+        except Exception as e:
+            raise as_env_error(e, self.env_id, "reset") from e
         self.obs = self._check_obs(np.asarray(obs, self.obs_dtype.as_numpy_dtype))
         self.next_valid = (~self.bad_obs).astype(np.float32)  # valid flags of the next step
         self._raise_pending_error()
@@ -190,7 +214,11 @@ class RolloutCollector:
         update, so it avoids NumPy calls it does not need (each one's overhead adds up)."""
         _fast.keep_thread_state(self.fast_paths)
         valid = self.next_valid  # 0 for a NEXT_STEP reset step or a step from a bad obs
-        next_obs, reward, terminated, truncated, info = self.envs.step(action)
+        try:
+            next_obs, reward, terminated, truncated, info = self.envs.step(action)
+        except Exception as e:  # TF would wrap it in an opaque error: `run` re-raises it
+            self._env_exception = e
+            raise
         if self.first_step_time is None:
             self.first_step_time = time.time()
         reward = np.asarray(reward, np.float64)
@@ -227,7 +255,13 @@ class RolloutCollector:
         go to `episode_callback(returns, lengths)`; a non-finite input raises here, after the
         call (the offending steps were masked inside it). Returns the result."""
         self.env_step = env_step
-        next_obs, result = graph_fn(self.obs)
+        try:
+            next_obs, result = graph_fn(self.obs)
+        except tf.errors.OpError:
+            error, self._env_exception = self._env_exception, None
+            if error is None:
+                raise
+            raise as_env_error(error, self.env_id, "step") from error
         for returns, lengths in self._episodes:
             episode_callback(returns, lengths)
         self._episodes.clear()

@@ -73,9 +73,10 @@ class RunLock:
 
     An advisory exclusive `fcntl.flock` on run_dir/.lock, whose text names the holder (PID,
     host, start time) for the message. The OS releases a flock when its holder exits, however
-    it dies (SIGKILL included), so a lock is never stale and there is nothing to clean up: the
-    file left behind is inert. Forked children (multiprocessing env workers) share the lock
-    until they exit. flock may not lock across hosts on network file systems.
+    it dies (SIGKILL included), so a lock is never stale; a clean exit also removes the file
+    (a run folder is left as it was), and a taker checks that the file it locked is still the
+    one at the path, so removal races no one. Forked children (multiprocessing env workers)
+    share the lock until they exit. flock may not lock across hosts on network file systems.
     """
 
     def __init__(self, run_dir: str | Path):
@@ -88,17 +89,24 @@ class RunLock:
 
         if not self.run_dir.is_dir():  # a resume of a missing folder must not create it
             raise RunDirError(f"{str(self.run_dir)!r} is not a directory.")
-        f = open(self.path, "a+")  # never truncated before the lock is ours
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process (starting)"
-            f.close()
-            raise RunDirError(
-                f"Run {str(self.run_dir)!r} is being written by {holder}; wait for it or pass "
-                "another --run-dir."
-            ) from None
+        while True:
+            f = open(self.path, "a+")  # never truncated before the lock is ours
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process (starting)"
+                f.close()
+                raise RunDirError(
+                    f"Run {str(self.run_dir)!r} is being written by {holder}; wait for it or "
+                    "pass another --run-dir."
+                ) from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            f.close()  # its holder removed the file after we opened it: lock the new one
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         f.seek(0)
         f.truncate()
@@ -109,6 +117,7 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self._file is not None:
+            self.path.unlink(missing_ok=True)  # while still held: see the class docstring
             self._file.close()  # releases the flock
             self._file = None
 
