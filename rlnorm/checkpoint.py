@@ -20,14 +20,23 @@ import tensorflow as tf
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write then rename: readers see the old file or the new one, never half of one."""
+    """Write then rename: readers see the old file or the new one, never half of one. The
+    temporary file is created anew (O_EXCL | O_NOFOLLOW): a file or link planted at its name
+    is removed, never written through."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class CheckpointMismatchError(ValueError):

@@ -463,10 +463,22 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
 def load_toml(path: str | Path, base: Config | None = None) -> Config:
     """Load a TOML file (flat keys, or grouped in tables whose names are ignored)."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(
+            f"Config file {str(path)!r} is not a regular file (a folder or a device)."
+        )
     if not path.is_file():
         raise ConfigError(f"Config file {str(path)!r} does not exist.")
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is not TOML's business
+        data = tomllib.loads(text)
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"Config file {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+            f"offset {e.start}); TOML files are UTF-8."
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"Config file {str(path)!r} cannot be read: {e.strerror}.") from None
     except tomllib.TOMLDecodeError as e:  # message carries "(at line L, column C)"
         raise ConfigError(f"Config file {str(path)!r} does not parse: {e}") from None
     flat: dict[str, Any] = {}

@@ -46,6 +46,8 @@ def recipe_path(name_or_path: str | Path) -> Path:
         what = f"Unknown recipe {name_or_path!r}." + (
             f" Did you mean {close[0]!r}?" if close else ""
         )
+    elif path.exists():
+        what = f"{str(path)!r} is not a regular file (a folder or a device)."
     else:
         what = f"Recipe file {str(path)!r} does not exist."
     raise ConfigError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -308,3 +309,40 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="tf_threads"):
         rlnorm.train("CartPole-v1", tf_threads=100_000, runs_root=str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+# -- files --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"gamma = 0.9\n", None),
+        (b"\xef\xbb\xbfgamma = 0.9\n", None),  # a byte-order mark is fine
+        (b'gamma = "\xff"\n', "is not UTF-8 text (byte 0xff at offset 9)"),
+        ("folder", "is not a regular file (a folder or a device)"),
+    ],
+)
+def test_toml_files_that_are_not_toml_text_are_named(tmp_path, content, message):
+    from rlnorm.config import load_toml
+
+    path = tmp_path / "c.toml"
+    if content == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    if message is None:
+        assert load_toml(path).gamma == 0.9
+    else:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_toml(path)
+
+
+def test_atomic_write_never_writes_through_a_planted_link(tmp_path):
+    from rlnorm.checkpoint import atomic_write_text
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "summary.json"
+    os.symlink(victim, tmp_path / f".summary.json.tmp{os.getpid()}")
+    atomic_write_text(target, "{}")
+    assert victim.read_text() == "keep me" and target.read_text() == "{}"
+    assert not target.is_symlink()
