@@ -39,6 +39,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+# The config that built a run's checkpoints, beside them: an edited config.toml is then named.
+WRITTEN_WITH = "config.toml"
+
+
+def config_drift(directory: Path) -> str:
+    """'key: checkpoints have A, config.toml says B; ...' for the keys where the run's
+    config.toml differs from the config its checkpoints were written with ('' if none)."""
+    import tomllib
+
+    try:
+        written = tomllib.loads((directory / WRITTEN_WITH).read_text())
+        now = tomllib.loads((directory.parent / "config.toml").read_text())
+    except (OSError, ValueError):
+        return ""
+    keys = sorted(k for k in written.keys() | now.keys() if written.get(k) != now.get(k))
+    return "; ".join(
+        f"{k}: checkpoints have {written.get(k)!r}, config.toml says {now.get(k)!r}" for k in keys
+    )
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint's variables do not fit the agent the run's config builds."""
 
@@ -229,6 +249,13 @@ class Checkpointer:
         except MISMATCH as e:
             # TF names the variable but not the cause: the config is checked before this
             # (train.SHAPE_FIELDS), so what is left is an edited config or another layout.
+            drift = config_drift(self.directory)
+            if drift:
+                raise CheckpointMismatchError(
+                    f"Checkpoint {path} does not fit the agent the run's config builds: "
+                    f"config.toml was edited after the checkpoints were written ({drift}). "
+                    f"Restore those values in {self.directory.parent / 'config.toml'}."
+                ) from e
             raise CheckpointMismatchError(
                 f"Checkpoint {path} does not fit the agent the run's config builds: "
                 f"{first_line(e)} Its variables do not match that agent's. If you edited "

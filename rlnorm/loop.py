@@ -39,6 +39,7 @@ from rlnorm import _fast
 from rlnorm import config as config_lib
 from rlnorm.agent import A2CAgent
 from rlnorm.checkpoint import (
+    WRITTEN_WITH,
     Checkpointer,
     NonFiniteStateError,
     atomic_write_text,
@@ -110,6 +111,8 @@ def train(
             refuse_existing_run(run_dir)  # again, under the lock: two runs given one --run-dir
             atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
         checkpoint_dir(run_dir).mkdir(exist_ok=True)  # fails now, not at the first save
+        if resume is None:  # what built the checkpoints (names the keys of an edited config)
+            atomic_write_text(checkpoint_dir(run_dir) / WRITTEN_WITH, config_lib.to_toml(config))
         agent = A2CAgent(config, observation_space, action_space)
         reward_scaler = (
             RewardScaler(config.n_envs, config.gamma, config.reward_clip)
@@ -127,6 +130,7 @@ def train(
                     agent_callback(agent, run_dir)
                 return done
             atomic_write_text(run_dir / "config.toml", config_lib.to_toml(config))
+            atomic_write_text(checkpoint_dir(run_dir) / WRITTEN_WITH, config_lib.to_toml(config))
             drop_orphaned_events(run_dir, step)  # steps trained after the checkpoint, again
         logger = RunLogger(run_dir, config, step, quiet, trainer_state)
         stack.callback(logger.close)  # close the progress bar, flush events

@@ -346,3 +346,13 @@ def test_atomic_write_never_writes_through_a_planted_link(tmp_path):
     atomic_write_text(target, "{}")
     assert victim.read_text() == "keep me" and target.read_text() == "{}"
     assert not target.is_symlink()
+
+
+def test_an_edited_config_is_named_with_its_keys(finished_run, capsys):
+    config = finished_run / "config.toml"
+    config.write_text(config.read_text().replace("hidden_sizes = [64, 64]", "hidden_sizes = [32]"))
+    assert "hidden_sizes = [32]" in config.read_text()
+    assert main(["eval", str(finished_run), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "config.toml was edited after the checkpoints were written" in err
+    assert "hidden_sizes: checkpoints have [64, 64], config.toml says [32]" in err
