@@ -102,7 +102,7 @@ def train(
         seed_everything(config.seed)
         # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
         envs, observation_space, action_space = open_envs(config, env)
-        stack.callback(envs.close)  # also on errors: stop env workers
+        stack.callback(close_envs, envs)  # also on errors: stop env workers
         if resume is not None:
             run_dir = Path(resume)
         else:
@@ -235,6 +235,14 @@ def open_envs(config, env=None):
 
     envs = open_vec_env(config, env)
     return envs, envs.single_observation_space, envs.single_action_space
+
+
+def close_envs(envs) -> None:
+    """Stop env workers; a worker that already died must not hide the error that ends the run."""
+    try:
+        envs.close()
+    except Exception as e:  # e.g. EOFError from an async worker that died
+        warnings.warn(f"Closing the envs failed ({type(e).__name__}: {e}).", stacklevel=2)
 
 
 def make_updater(config, envs, agent, reward_scaler, seed: int):

@@ -63,6 +63,8 @@ def as_env_error(error: BaseException, env_id: str, call: str):
     if isinstance(error, EnvError):
         return error
     hint = ""
+    if isinstance(error, EOFError | BrokenPipeError | ConnectionResetError):
+        hint = " An env worker process died (async vector env): see its output above."
     if "expected 5, got 4" in str(error):
         hint = (
             " The env returns the old Gym API's 4-tuple; Gymnasium 1.x envs return (obs, "

@@ -356,3 +356,38 @@ def test_an_edited_config_is_named_with_its_keys(finished_run, capsys):
     err = capsys.readouterr().err
     assert "config.toml was edited after the checkpoints were written" in err
     assert "hidden_sizes: checkpoints have [64, 64], config.toml says [32]" in err
+
+
+class DiesInWorker(Misbehaving):
+    """Its worker process dies at the env's 3rd step (an async vector env's worker crash)."""
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls == 3:
+            os._exit(1)
+        return super().step(action)
+
+
+gym.register(id="rlnorm_test/DiesInWorker-v0", entry_point=DiesInWorker)
+
+
+def test_an_async_worker_that_dies_is_one_env_error(tmp_path):
+    config = Config(
+        env_id="test_reliability:rlnorm_test/DiesInWorker-v0",
+        vectorization_mode="async",
+        runs_root=str(tmp_path),
+        **TINY,
+    )
+    with (
+        pytest.warns(UserWarning, match="Closing the envs failed"),
+        pytest.raises(EnvError, match=r"step\(\) raised EOFError.*An env worker process died"),
+    ):
+        train(config, quiet=True)
+
+
+def test_export_to_a_file_is_one_line(finished_run, tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("")
+    assert main(["export", str(finished_run), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "it is a file, not a folder" in err and err.count("\n") == 1
