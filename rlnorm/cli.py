@@ -246,7 +246,10 @@ def run_command(args, base_config) -> int:
 
         if (args.sweep is None) == (args.resume is None):
             raise SweepError("give a sweep file, or --resume SWEEP_DIR (not both).")
-        rows = sweep(args.sweep, args.out, args.address, args.resume)
+        try:
+            rows = sweep(args.sweep, args.out, args.address, args.resume)
+        except KeyboardInterrupt:  # results and the resume command are printed already
+            return 130
         return 0 if all(r["status"] == "done" for r in rows) else 1
     raise AssertionError(args.command)
 

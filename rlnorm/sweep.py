@@ -295,6 +295,7 @@ def sweep(
         t["config"] = {**t["config"], "run_dir": t["run_dir"], "runs_root": str(out)}
     todo = [t for t in trials if not is_finished(Path(t["run_dir"]), t["config"]["total_steps"])]
     failed: dict[str, str] = {}
+    interrupted = False
     if todo:
         try:
             import ray.tune  # noqa: F401
@@ -303,10 +304,15 @@ def sweep(
         attempt = f"attempt{len(list((out / '_tune').glob('attempt*'))) + 1}"
         print(f"sweep {saved['name']}: {len(todo)} of {len(trials)} trials to run -> {out}")
         with ray_session(address):
-            failed = fit(todo, out, attempt)
+            try:
+                failed = fit(todo, out, attempt)
+            except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without waiting for trials
+                interrupted = True
     rows = [result_row(t, failed.get(t["name"])) for t in trials]
     write_results(out, rows, saved["grid_keys"])
-    print(results_table(rows, saved["grid_keys"], saved["name"], out))
+    print(results_table(rows, saved["grid_keys"], saved["name"], out), flush=True)
+    if interrupted:
+        raise KeyboardInterrupt
     return rows
 
 
