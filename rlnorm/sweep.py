@@ -179,14 +179,15 @@ def run_trial(params: dict, trials: dict) -> None:
         from rlnorm.loop import train
 
         latest = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir)))
+        attempts = read_json(run_dir / ATTEMPTS_FILE) or []
         if latest is None and run_dir.exists():
             shutil.rmtree(run_dir)  # an attempt that died before its first checkpoint
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         resumed_from = int(latest.rsplit("-", 1)[1]) if latest else None
-        attempts = (read_json(run_dir / ATTEMPTS_FILE) or []) + [
+        attempts.append(
             {"pid": os.getpid(), "resumed_from_step": resumed_from, "time": time.time()}
-        ]
+        )
         atomic_write_text(run_dir / ATTEMPTS_FILE, json.dumps(attempts, indent=1))
         # The pid also alone, for whoever needs to find this trial's worker process.
         atomic_write_text(run_dir / "worker.pid", str(os.getpid()))
@@ -256,7 +257,7 @@ def fit(trials: list[dict], out: Path, attempt: str) -> dict[str, str]:
         else:
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = previous
     return {
-        r.config["trial"]: str(r.error).strip().splitlines()[-1]
+        r.config["trial"]: (str(r.error).strip().splitlines() or [type(r.error).__name__])[-1]
         for r in grid
         if r.error is not None
     }
@@ -345,7 +346,7 @@ def write_results(out: Path, rows: list[dict], grid_keys: list[str]) -> None:
 def aggregate(values) -> tuple[float, float, float]:
     """(IQM, 95% CI low, high) over seeds: the 25%-trimmed mean and a percentile bootstrap of
     it (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice"). One value:
-    no interval (NaN)."""
+    no interval (NaN). The table's only statistic, in one place so a shared one can replace it."""
     import numpy as np
     from scipy import stats
 
