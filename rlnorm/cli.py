@@ -159,7 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
         "sweep",
         help="run a grid of configs x seeds on Ray Tune (docs/sweeps.md)",
         description="Run every trial of a sweep file as an rlnorm run on Ray Tune, one CPU "
-        "each; print the results grouped by the grid keys (IQM and 95%% CI over seeds).",
+        "each; print the results grouped by the grid keys (IQM and 95% CI over seeds).",
     )
     p.add_argument("sweep", nargs="?", help="the sweep TOML (recipe/config, seeds, [grid], [set])")
     p.add_argument("--out", help="the sweep folder (default: runs/sweeps/<name>__<time>/)")
