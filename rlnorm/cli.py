@@ -1,4 +1,4 @@
-"""The `rlnorm` command: train, eval, export, config, doctor.
+"""The `rlnorm` command: train, eval, export, config, doctor, sweep.
 
 rlnorm train [RECIPE | RECIPE.py | CONFIG.toml] [--env ID] [--seed N] ... [--set key=value]
 rlnorm train --resume RUN_DIR [overrides]
@@ -6,6 +6,7 @@ rlnorm eval RUN_DIR [--episodes N] [--deterministic]
 rlnorm export RUN_DIR OUT_DIR
 rlnorm config [--recipe NAME]
 rlnorm doctor RUN_DIR
+rlnorm sweep SWEEP.toml [--out DIR] [--address ADDR] | rlnorm sweep --resume SWEEP_DIR
 
 A bare `rlnorm train` trains the default recipe (agents/cartpole.py, like `make train`);
 `rlnorm train --env ID` without a recipe or config file starts from the defaults
@@ -161,6 +162,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", metavar="NAME", help="print this recipe's config instead")
     p = sub.add_parser("doctor", help="print a run's scale-health report from its event files")
     p.add_argument("run_dir")
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of configs x seeds on Ray Tune (docs/sweeps.md)",
+        description="Run every trial of a sweep file as an rlnorm run on Ray Tune, one CPU "
+        "each; print the results grouped by the grid keys (IQM and 95% CI over seeds).",
+    )
+    p.add_argument("sweep", nargs="?", help="the sweep TOML (recipe/config, seeds, [grid], [set])")
+    p.add_argument("--out", help="the sweep folder (default: runs/sweeps/<name>__<time>/)")
+    p.add_argument(
+        "--address",
+        help="join this Ray cluster (`auto`, host:port; default: RAY_ADDRESS, "
+        "else a local Ray for the sweep)",
+    )
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="rerun the unfinished trials of a sweep")
     return parser
 
 
@@ -259,6 +274,16 @@ def run_command(args, base_config) -> int:
 
         print(f"SavedModel written to {export(args.run_dir, args.out_dir)}")
         return 0
+    if args.command == "sweep":
+        from rlnorm.sweep import SweepError, sweep
+
+        if (args.sweep is None) == (args.resume is None):
+            raise SweepError("give a sweep file, or --resume SWEEP_DIR (not both).")
+        try:
+            rows = sweep(args.sweep, args.out, args.address, args.resume)
+        except KeyboardInterrupt:  # results and the resume command are printed already
+            return 130
+        return 0 if all(r["status"] == "done" for r in rows) else 1
     raise AssertionError(args.command)
 
 
