@@ -40,7 +40,7 @@ class StubAgent:
     so it also runs inside the collector's graph. Actions are 0 (the env ignores them); V(obs) is `v_of(obs)`."""
 
     obs_spec = tf.TensorSpec([None, 2], tf.float32, name="observation")
-    config = types.SimpleNamespace(compile="graph")
+    config = types.SimpleNamespace(compile="graph", env_id="stub")
 
     def state_values(self, obs):
         obs = tf.cast(obs, tf.float32)
