@@ -168,8 +168,14 @@ class Config:
         "none", "Norm inside the policy network, Dense -> Norm -> activation.", choices=NORMS
     )
     value_norm: str = param("none", "Norm inside the value network.", choices=NORMS)
-    bn_momentum: float = param(
-        0.99, "Moving-average momentum of every BatchNorm variant (Keras default).", gt=0.0, lt=1.0
+    bn_momentum: float | None = param(
+        None,
+        "Moving-average momentum of the BatchNorm norms (None: 0.999 for batch_renorm, "
+        "Keras's 0.99 for batch and batch_moving).",
+        gt=0.0,
+        lt=1.0,
+        float32=True,
+        example=0.99,
     )
     log_std_init: float = param(
         0.0, "Initial log standard deviation of the Gaussian policy (Box actions)."
