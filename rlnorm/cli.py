@@ -130,6 +130,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--json", action="store_true", help="end with the run summary as JSON (for scripts)"
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -194,6 +197,11 @@ def run_command(args, base_config) -> int:
 
         config = build_config(args, base_config) if not args.resume else resume_request(args)
         summary = train(config, resume=args.resume, quiet=args.quiet)
+        if not args.json:
+            from rlnorm.logger import human_summary
+
+            print(human_summary(summary))
+            return 0
         keys = (
             "run_dir",
             "total_steps",
@@ -203,6 +211,7 @@ def run_command(args, base_config) -> int:
             "steps_per_second",
             "wall_seconds",
             "stopped_by",
+            "alarms",
         )
         print(json.dumps({k: summary[k] for k in keys}, indent=1))
         return 0

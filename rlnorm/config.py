@@ -240,6 +240,23 @@ class Config:
     histograms_every: int = param(
         50_000, "Write weight/activation/normalizer histograms every this many env steps.", ge=1
     )
+    alarm_warmup_steps: int = param(
+        10_000,
+        "Scale alarms judge the diagnostics from this env step on (rlnorm/alarms.py).",
+        ge=0,
+    )
+    alarm_persist_steps: int = param(
+        20_000,
+        "A scale alarm fires once its condition has held at every diagnostics step over this "
+        "many env steps.",
+        ge=0,
+    )
+    normalizer_features_logged: int = param(
+        8,
+        "The observation normalizer's running mean/std of the first this many features are "
+        "written as scalars.",
+        ge=0,
+    )
     checkpoint_every: int = param(
         50_000, "Save a checkpoint every this many env steps (and always at the end).", ge=1
     )

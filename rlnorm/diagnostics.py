@@ -94,8 +94,11 @@ class ScaleDiagnostics:
     `last` holds the values written at the latest diagnostics step (tag -> float);
     `alarms.fired` the alarms fired so far (rule -> (env step, message))."""
 
-    def __init__(self, agent, writer, config):
+    def __init__(self, agent, writer, config, report=None):
         self.agent, self.writer, self.config = agent, writer, config
+        # Where a fired alarm's text goes: the progress bar's own line (RunLogger.alarm), else a
+        # ScaleAlarmWarning; either way it is in `alarms.fired` and summary.json.
+        self.report = report or (lambda text: warnings.warn(text, ScaleAlarmWarning, stacklevel=3))
         self.nets = {"policy": agent.policy, "value": agent.value}
         self.bn_nets = [n for n in NETS if self.nets[n].norm in BATCHNORM_KINDS]
         # The state a training-mode forward pass assigns: BatchNorm moving statistics (and the
@@ -238,7 +241,7 @@ class ScaleDiagnostics:
         texts = {}
         for rule, message in self.alarms.check(step, checked):
             text = f"rlnorm scale alarm '{rule}' at env step {step}: {message}"
-            warnings.warn(text, ScaleAlarmWarning, stacklevel=2)
+            self.report(text)
             texts[f"alarms/{rule}"] = text
         hists = self.histograms(raw, histograms)
         on = _fast.enabled(self.config)
@@ -277,6 +280,10 @@ class ScaleDiagnostics:
             s["outputs/policy_logit_std"] = masked_mean(out.std(-1), valid)
             logp = log_softmax(out)
             s["outputs/policy_entropy"] = masked_mean(-np.sum(np.exp(logp) * logp, -1), valid)
+            # Of its maximum, log(n actions): 1 = uniform actions.
+            s["outputs/policy_entropy_fraction"] = s["outputs/policy_entropy"] / np.log(
+                out.shape[-1]
+            )
         else:
             log_std = raw["log_std"].astype(np.float64)
             s["outputs/policy_log_std_mean"] = float(log_std.mean())

@@ -178,3 +178,28 @@ def doctor(run_dir: str | Path) -> str:
         message = text.split(": ", 1)[-1] if text.startswith("rlnorm scale alarm") else text
         lines.append(f"    [{tag.split('/', 1)[1]} at env step {step:,}] {message}")
     return "\n".join(lines)
+
+
+DIAGNOSTIC_PREFIXES = ("scale/", "outputs/", "normalizer/", "batchnorm/")
+
+
+def diagnostics_series(run_dir: str | Path) -> list[tuple[int, dict[str, float]]]:
+    """The scale diagnostics a run wrote, per diagnostics step, under the in-memory tags of
+    `rlnorm.diagnostics` (`scale/policy/...`): [(env step, {tag: value})] in step order. Reads
+    the run's own event files and its `policy/` and `value/` sibling runs."""
+    run_dir = Path(run_dir)
+    by_step: dict[int, dict[str, float]] = {}
+    sources = [(run_dir, None)] + [
+        (run_dir / net, net) for net in ("policy", "value") if (run_dir / net).is_dir()
+    ]
+    for folder, net in sources:
+        scalars, _ = read_events(folder)
+        for tag, series in scalars.items():
+            if not tag.startswith(DIAGNOSTIC_PREFIXES):
+                continue
+            if net is not None:  # a sibling run: scale/layer0/... -> scale/<net>/layer0/...
+                head, _, rest = tag.partition("/")
+                tag = f"{head}/{net}/{rest}"
+            for step, value in series:
+                by_step.setdefault(int(step), {})[tag] = float(value)
+    return sorted(by_step.items())

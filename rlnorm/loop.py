@@ -93,9 +93,14 @@ def train(
         envs.close()
         raise
     try:
-        diagnostics = ScaleDiagnostics(agent, logger.writer, config) if config.diagnostics else None
+        diagnostics = (
+            ScaleDiagnostics(agent, logger.writer, config, report=logger.alarm)
+            if config.diagnostics
+            else None
+        )
         # A resumed run gets fresh env seeds derived from the step, so it replays no episode.
         updater = make_updater(config, envs, agent, reward_scaler, seed=config.seed + step)
+        logger.note_autoreset(updater.summary_fields().get("autoreset_mode"))
         summary = run_updates(
             config, run_dir, agent, updater, checkpointer, logger, diagnostics, step
         )
@@ -165,6 +170,7 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
             **updater.summary_fields(),
             "trace_counts": {**agent.trace_counts(), **updater.trace_counts()},
             "fast_paths": _fast.active(config),
+            "alarms": diagnostics.alarms.summary() if diagnostics is not None else [],
             "peak_rss_mb": peak_rss_mb(),
         },
     )
