@@ -37,6 +37,8 @@ BANDS = {
 # train/infer gap is judged after that, in updates.
 RENORM_SETTLED_UPDATES = 500 + 1500
 WARN_MARGIN = 3.0
+# Upper edges judged on a linear scale (the others: within a factor WARN_MARGIN).
+LINEAR = ("obs_mean", "inactive_fraction", "entropy_fraction", "bn_kl", "bn_value_gap")
 # A rule waits while one of these holds at the same step and does not wait itself: they name
 # the cause. Resolved in RULES order, a rule not yet resolved counting as not waiting (so in the
 # cycle value_scale -> grad_norm -> update_ratio -> value_scale, grad_norm is the one named).
@@ -68,8 +70,11 @@ def mark(quantity: str, x: float | None) -> str:
     low, high = BANDS[quantity]
     if not low <= x <= high:
         return "BAD"
-    near_low = low > 0 and x < low * WARN_MARGIN or low < 0 and x < low / WARN_MARGIN
-    near_high = high > 0 and x > high / WARN_MARGIN
+    if quantity in LINEAR:  # WARN in the last third of the way to an edge
+        near_high = x > high * 2 / 3
+        near_low = low < 0 and x < low * 2 / 3 or low > 0 and x < low * WARN_MARGIN
+    else:  # WARN within a factor WARN_MARGIN of an edge
+        near_low, near_high = low > 0 and x < low * WARN_MARGIN, x > high / WARN_MARGIN
     return "WARN" if near_low or near_high else "OK"
 
 

@@ -226,10 +226,11 @@ def run_command(args, base_config) -> int:
         )
         return 0
     if args.command == "doctor":
-        from rlnorm.doctor import doctor
+        from rlnorm.doctor import report
 
-        print(doctor(args.run_dir))
-        return 0
+        text, healthy = report(args.run_dir)
+        print(text)
+        return 0 if healthy else 1  # 1: a BAD row or an alarm (usable in CI)
     if args.command == "export":
         from rlnorm.export import export
 

@@ -35,17 +35,39 @@ update's, see Network.__call__'s mask). All are of the training-mode pass.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from rlnorm import _fast
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
-from rlnorm.dashboard import NETS, STAGES, scales_layout, write_hparams, write_layout
+from rlnorm.dashboard import NETS, health_values, layout, write_hparams, write_layout
 from rlnorm.networks import BATCHNORM_KINDS
 
+# Kept in `last` (and judged) but not written: the same numbers are written elsewhere
+# (losses/explained_variance, losses/entropy) or as text (the feature index).
+NOT_WRITTEN = (
+    "outputs/explained_variance",
+    "outputs/policy_entropy",
+    "normalizer/min_running_var_feature",
+)
 SATURATION = 0.99  # |tanh| above this passes < 2% of the gradient (1 - 0.99^2)
 # Metrics of the HParams table; charts/* are written by rlnorm.logger.
+
+
+def split_by_net(tagged: dict) -> tuple[dict, dict]:
+    """(run-wide entries, {net: entries}) of `tagged`: `x/policy/rest` goes to the policy
+    sibling as `x/rest`, everything else stays in the run."""
+    run, nets = {}, {n: {} for n in NETS}
+    for tag, value in tagged.items():
+        head, _, rest = tag.partition("/")
+        net, _, tail = rest.partition("/")
+        if net in nets and tail:
+            nets[net][f"{head}/{tail}"] = value
+        else:
+            run[tag] = value
+    return run, nets
 
 
 def _crossed(last: int | None, step: int, every: int) -> bool:
@@ -94,8 +116,16 @@ class ScaleDiagnostics:
     `last` holds the values written at the latest diagnostics step (tag -> float);
     `alarms.fired` the alarms fired so far (rule -> (env step, message))."""
 
-    def __init__(self, agent, writer, config, report=None):
+    def __init__(self, agent, writer, config, report=None, logdir=None):
         self.agent, self.writer, self.config = agent, writer, config
+        # Policy and value go to sibling runs logdir/policy and logdir/value, same tags (the
+        # network's name dropped), so TensorBoard colours and overlays them. Without `logdir`
+        # (tests, a no-op writer) everything goes to `writer` under the in-memory tags.
+        self.siblings = (
+            {n: tf.summary.create_file_writer(str(Path(logdir) / n)) for n in NETS}
+            if logdir is not None
+            else None
+        )
         # Where a fired alarm's text goes: the progress bar's own line (RunLogger.alarm), else a
         # ScaleAlarmWarning; either way it is in `alarms.fired` and summary.json.
         self.report = report or (lambda text: warnings.warn(text, ScaleAlarmWarning, stacklevel=3))
@@ -125,11 +155,18 @@ class ScaleDiagnostics:
                 autograph=False,  # plain Python control flow only; autograph adds tracing
             )
         with writer.as_default():
-            layout = scales_layout(
-                len(config.hidden_sizes), config.activation, self.bn_nets, agent.policy.discrete
+            norms = {n: self.nets[n].norm for n in NETS}
+            write_layout(
+                layout(
+                    len(config.hidden_sizes),
+                    config.activation,
+                    norms,
+                    bool(self.bn_nets),
+                    agent.policy.discrete,
+                    config.norm_obs,
+                )
             )
-            write_layout(layout)
-            write_hparams(config)
+            write_hparams(config, trial_id=Path(logdir).name if logdir is not None else None)
 
     # -- cadence -----------------------------------------------------------------------------
     def due(self, step: int) -> bool:
@@ -243,9 +280,30 @@ class ScaleDiagnostics:
             text = f"rlnorm scale alarm '{rule}' at env step {step}: {message}"
             self.report(text)
             texts[f"alarms/{rule}"] = text
-        hists = self.histograms(raw, histograms)
+        self.write(step, values, self.histograms(raw, histograms), texts)
+
+    def write(self, step, values: dict, hists: dict, texts: dict) -> None:
+        """Scalars, histograms and texts of one diagnostics step, split over the run and its
+        policy/ and value/ siblings; the Health view's scalars and the alarm count added."""
+        scalars = {k: v for k, v in values.items() if k not in NOT_WRITTEN}
+        scalars.update(health_values(values, self.config))
+        scalars["alarms/count"] = float(len(self.alarms.fired))
+        feature = int(values["normalizer/min_running_var_feature"])
+        texts = {
+            **texts,
+            "normalizer/min_running_var_feature": f"feature {feature}: the smallest running "
+            f"variance, {values['normalizer/min_running_var']:.3g}",
+        }
         on = _fast.enabled(self.config)
-        _fast.write_summaries(self.writer, step, values, hists, texts, enabled=on)
+        if self.siblings is None:
+            _fast.write_summaries(self.writer, step, scalars, hists, texts, enabled=on)
+            return
+        run_scalars, net_scalars = split_by_net(scalars)
+        run_hists, net_hists = split_by_net(hists)
+        _fast.write_summaries(self.writer, step, run_scalars, run_hists, texts, enabled=on)
+        for n in NETS:  # flushed here: rare steps, and the loop closes only the run's writer
+            _fast.write_summaries(self.siblings[n], step, net_scalars[n], net_hists[n], enabled=on)
+            self.siblings[n].flush()
 
     # -- from raw tensors to what is written -------------------------------------------------------
     def statistics(self, raw: dict, batch: dict) -> dict[str, float]:
@@ -256,8 +314,14 @@ class ScaleDiagnostics:
             net = self.nets[n]
             for i in range(len(net.dense_layers)):
                 pre, out = raw[f"{n}/layer{i}/pre_norm"], raw[f"{n}/layer{i}/out"]
-                stages = (pre, raw.get(f"{n}/layer{i}/post_norm", pre), out)
-                for stage, x in zip(STAGES, stages, strict=True):
+                stages = {
+                    "pre_norm": pre,
+                    "post_norm": raw.get(f"{n}/layer{i}/post_norm"),
+                    "out": out,
+                }
+                if net.norm == "none":  # post_norm = pre_norm: not written twice
+                    del stages["post_norm"]
+                for stage, x in stages.items():
                     x = x.astype(np.float64)
                     s[f"scale/{n}/layer{i}/{stage}/mean"] = float(x.mean())
                     s[f"scale/{n}/layer{i}/{stage}/std"] = float(x.std())
@@ -320,6 +384,9 @@ class ScaleDiagnostics:
         s["normalizer/count"] = float(state["count"])
         s["normalizer/min_running_var"] = float(state["var"].min())
         s["normalizer/min_running_var_feature"] = float(np.argmin(state["var"]))
+        for k in range(min(self.config.normalizer_features_logged, state["mean"].size)):
+            s[f"normalizer/feature{k}/running_mean"] = float(state["mean"].reshape(-1)[k])
+            s[f"normalizer/feature{k}/running_std"] = float(np.sqrt(state["var"].reshape(-1)[k]))
 
         # BatchNorm: moving vs batch statistics, and what the gap does to the outputs.
         for n in self.bn_nets:

@@ -94,7 +94,7 @@ def train(
         raise
     try:
         diagnostics = (
-            ScaleDiagnostics(agent, logger.writer, config, report=logger.alarm)
+            ScaleDiagnostics(agent, logger.writer, config, report=logger.alarm, logdir=run_dir)
             if config.diagnostics
             else None
         )

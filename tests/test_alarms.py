@@ -235,6 +235,7 @@ def test_marks():
     assert mark("update_ratio", high * 2) == "BAD"
     assert mark("update_ratio", low / 2) == "BAD"
     assert mark("update_ratio", high / 2) == "WARN"  # within a factor 3 of the edge
+    assert mark("entropy_fraction", 0.5) == "OK" and mark("bn_kl", 0.025) == "WARN"
     assert mark("update_ratio", math.sqrt(low * high)) == "OK"
     assert mark("obs_mean", 0.0) == "OK" and mark("obs_mean", -20.0) == "BAD"
     assert mark("update_ratio", math.nan) == "BAD" and mark("update_ratio", None) == ""
