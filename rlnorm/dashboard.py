@@ -87,11 +87,8 @@ def layout(n_layers: int, activation: str, norms: dict, bn: bool, discrete: bool
     health = [
         chart("return: last-100 mean, episodes", r"charts/(mean_return_last_100|episodic_return)$"),
         margin("value / return scale (root mean square), log10", "health/log10_value_return_rms"),
-        margin(
-            "network input std per feature: min, max (log10)",
-            "health/log10_obs_std_min",
-            "health/log10_obs_std_max",
-        ),
+        margin("network input std: smallest feature, log10", "health/log10_obs_std_min"),
+        margin("network input std: largest feature, log10", "health/log10_obs_std_max"),
         margin("policy entropy / its maximum", "health/entropy_fraction")
         if discrete
         else chart("policy log-std: mean, min, max", r"outputs/policy_log_std_(mean|min|max)$"),
@@ -99,9 +96,8 @@ def layout(n_layers: int, activation: str, norms: dict, bn: bool, discrete: bool
         margin("update / weight norm per update, log10", "health/log10_update_ratio"),
     ]
     if bn:
-        health.append(
-            margin("BatchNorm train vs infer: KL, value gap", "health/bn_kl", "health/bn_value_gap")
-        )
+        health.append(margin("BatchNorm: KL(policy train || infer)", "health/bn_kl"))
+        health.append(margin("BatchNorm: |V train - V infer| / return std", "health/bn_value_gap"))
     health.append(chart("scale alarms fired", r"alarms/count$"))
 
     inactive = "dead_fraction" if activation == "relu" else "saturated_fraction"

@@ -18,7 +18,7 @@ import tensorflow as tf
 from rlnorm.agent import A2CAgent
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
 from rlnorm.config import Config
-from rlnorm.diagnostics import ScaleDiagnostics, _crossed
+from rlnorm.diagnostics import NOT_WRITTEN, ScaleDiagnostics, _crossed
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -61,11 +61,17 @@ def set_normalizer(agent):
 def read_events(logdir) -> tuple[dict, dict]:
     """(tag -> {step: float} for scalars, tag -> {step: bytes or ndarray} for the rest)."""
     scalars, other = {}, {}
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
+    files = [(p, None) for p in sorted(logdir.glob("events.out.tfevents.*"))]
+    for net in ("policy", "value"):  # sibling runs: scale/layer0/... -> scale/<net>/layer0/...
+        files += [(p, net) for p in sorted(logdir.glob(f"{net}/events.out.tfevents.*"))]
+    for path, net in files:
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for v in event.summary.value:
                 if not v.HasField("tensor"):
                     continue
+                if net is not None:
+                    head, _, rest = v.tag.partition("/")
+                    v.tag = f"{head}/{net}/{rest}"
                 array = tf.make_ndarray(v.tensor)
                 if array.ndim == 0 and array.dtype.kind == "f":
                     scalars.setdefault(v.tag, {})[event.step] = float(array)
@@ -85,8 +91,16 @@ def run_diagnostics(agent, config, logdir, batch, step=40, train=True):
     metrics = agent.train_step(*batch) if train else {}
     diagnostics.after_update(step, metrics)
     writer.flush()
-    scalars, _ = read_events(logdir)
-    return {tag: points[step] for tag, points in scalars.items() if step in points}, metrics
+    scalars, other = read_events(logdir)
+    got = {tag: points[step] for tag, points in scalars.items() if step in points}
+    # Computed and judged, but written elsewhere (losses/...) or as text: from `last`.
+    got.update({k: diagnostics.last[k] for k in NOT_WRITTEN})
+    assert (
+        other["normalizer/min_running_var_feature"][step]
+        .decode()
+        .startswith(f"feature {int(got['normalizer/min_running_var_feature'])}:")
+    )
+    return got, metrics
 
 
 def nets(agent):
@@ -220,12 +234,20 @@ def test_logged_values_match_numpy(tmp_path, action_space, activation):
     assert got["normalizer/count"] == 50
     assert got["normalizer/min_running_var"] == approx(0.25)
     assert got["normalizer/min_running_var_feature"] == 1
+    for k, (mean, var) in enumerate([(0.5, 4.0), (-1.5, 0.25), (0.0, 1.0)]):  # set_normalizer
+        assert got[f"normalizer/feature{k}/running_mean"] == approx(mean)
+        assert got[f"normalizer/feature{k}/running_std"] == approx(np.sqrt(var))
 
     # Hidden layers, weights and gradients of each network.
     inactive = "dead_fraction" if activation == "relu" else "saturated_fraction"
     for name, net in nets(agent):
         for i, (pre, post, out) in enumerate(ref[name][0]):
-            for stage, a in (("pre_norm", pre), ("post_norm", post), ("out", out)):
+            stages = [("pre_norm", pre), ("out", out)]
+            if net.norm == "none":  # = pre_norm: not written twice
+                assert f"scale/{name}/layer{i}/post_norm/std" not in got
+            else:
+                stages.append(("post_norm", post))
+            for stage, a in stages:
                 assert got[f"scale/{name}/layer{i}/{stage}/mean"] == approx(a.mean())
                 assert got[f"scale/{name}/layer{i}/{stage}/std"] == approx(a.std())
                 assert got[f"scale/{name}/layer{i}/{stage}/max_abs"] == approx(np.abs(a).max())
@@ -527,21 +549,37 @@ def test_run_writes_diagnostics_at_their_cadence(small_run):
             assert f"scale/{net}/{tag}" in scalars
         assert f"batchnorm/{net}/layer1/var_ratio" in scalars
     assert "batchnorm/policy_kl_train_infer" in scalars
-    # The layout: a chart per metric whose regex holds the policy AND the value line.
+    # Sibling runs: the SAME tags under policy/ and value/, run-wide tags in the run itself.
+    raw = raw_tags(small_run)
+    assert "scale/layer0/pre_norm/std" in raw["policy"] and raw["policy"] == raw["value"]
+    assert "outputs/return_std" in raw["run"] and not any("policy/" in t for t in raw["policy"])
+    # No duplicates: explained variance and entropy once (losses/), no post_norm without a norm.
+    assert (
+        "outputs/explained_variance" not in raw["run"]
+        and "outputs/policy_entropy" not in raw["run"]
+    )
+    # The layout: Health first and open, the detail categories closed.
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     layout = layout_pb2.Layout()
     layout.ParseFromString(other["custom_scalars__config__"][0])
-    charts = {c.title: c for cat in layout.category for c in cat.chart}
-    assert [c.title for c in layout.category] == ["Scales", "Outputs", "Normalizer", "BatchNorm"]
-    regex = charts["layer0 pre_norm std"].multiline.tag[0]
-    matched = [t for t in scalars if re.match(regex, t)]
-    assert sorted(matched) == [
-        "scale/policy/layer0/pre_norm/std",
-        "scale/value/layer0/pre_norm/std",
-    ]
-    for chart in charts.values():  # no chart is left empty
-        assert any(re.match(r, t) for r in chart.multiline.tag for t in scalars), chart.title
+    assert [c.title for c in layout.category] == [
+        "Health", "Layers", "Networks", "Outputs", "Normalizer", "BatchNorm",
+    ]  # fmt: skip
+    assert [c.closed for c in layout.category] == [False] + [True] * 5
+    health = layout.category[0].chart
+    assert health[0].multiline.tag == [r"charts/(mean_return_last_100|episodic_return)$"]
+    margins = [c for c in health if c.HasField("margin")]
+    assert len(margins) >= 6  # the key ratios, each with its alarm band
+    every_tag = set().union(*raw.values())
+    for chart in margins:
+        for series in chart.margin.series:
+            assert {series.value, series.lower, series.upper} <= every_tag, chart.title
+    for cat in layout.category:  # no multiline chart is left empty
+        for chart in cat.chart:
+            if chart.HasField("multiline"):
+                regexes = chart.multiline.tag
+                assert any(re.match(r, t) for r in regexes for t in every_tag), chart.title
     # HParams: the config as the session's hyperparameters.
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
@@ -553,6 +591,26 @@ def test_run_writes_diagnostics_at_their_cadence(small_run):
                     info = hp_metadata.parse_session_start_info_plugin_data(content)
     assert info.hparams["policy_norm"].string_value == "batch"
     assert info.hparams["hidden_sizes"].string_value == "8,8"
+    assert "gamma" not in info.hparams  # only the keys that differ from the defaults
+    assert info.group_name == "batch"  # the trial id is the run's name
+
+
+def raw_tags(run_dir) -> dict[str, set]:
+    """The scalar tags as TensorBoard sees them, per run: the run itself, policy/, value/."""
+    tags = {}
+    for run, folder in (
+        ("run", run_dir),
+        ("policy", run_dir / "policy"),
+        ("value", run_dir / "value"),
+    ):
+        found = set()
+        for path in folder.glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for v in event.summary.value:
+                    if v.HasField("tensor") and tf.make_ndarray(v.tensor).ndim == 0:
+                        found.add(v.tag)
+        tags[run] = found
+    return tags
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside tensorboard's bleach
@@ -579,15 +637,19 @@ def test_tensorboard_serves_layout_and_mirrored_tags(small_run):
 
         layout = get("/data/plugin/custom_scalars/layout")
         titles = [c["title"] for c in layout["category"]]
-        assert titles[0] == "Scales" and "Normalizer" in titles and "BatchNorm" in titles
+        assert titles[0] == "Health" and "Normalizer" in titles and "BatchNorm" in titles
         first = layout["category"][0]["chart"][0]
-        assert first["multiline"]["tag"] == [r"scale/(policy|value)/layer0/pre_norm/std$"]
+        assert first["multiline"]["tag"] == [r"charts/(mean_return_last_100|episodic_return)$"]
+        # The run and its two siblings, the networks' tags the same in both.
+        runs = get("/data/runs")
+        run = next(r for r in runs if not r.endswith(("/policy", "/value")))
+        assert sorted(runs) == sorted([run, f"{run}/policy", f"{run}/value"])
         tags = get("/data/plugin/scalars/tags")
-        (run,) = tags
         for net in ("policy", "value"):
-            assert f"scale/{net}/layer0/pre_norm/std" in tags[run]
-            assert f"batchnorm/{net}/layer0/mean_gap" in tags[run]
-        assert "charts/mean_return_last_100" in tags[run] or "charts/steps_per_second" in tags[run]
+            assert "scale/layer0/pre_norm/std" in tags[f"{run}/{net}"]
+            assert "batchnorm/layer0/mean_gap" in tags[f"{run}/{net}"]
+            assert "health/log10_update_ratio/upper" in tags[f"{run}/{net}"]
+        assert "charts/steps_per_second" in tags[run] and "alarms/count" in tags[run]
         plugins = get("/data/plugins_listing")
         assert plugins["custom_scalars"]["enabled"] and plugins["hparams"]["enabled"]
         assert plugins["histograms"]["enabled"]
@@ -604,7 +666,9 @@ def test_doctor_reports_the_run(small_run, capsys):
     report = capsys.readouterr().out
     assert "policy_norm = batch, value_norm = batch" in report
     assert "last diagnostics at env step 200" in report
-    assert re.search(r"layer0 pre_norm std\s+[\d.e+-]+\s+[\d.e+-]+", report)
+    assert re.search(r"layer0 Dense output std\s+[\d.e+-]+\s+[\d.e+-]+", report)
+    assert re.search(r"update / weight norm\s+[\d.e+-]+ (OK|WARN|BAD)", report)
+    assert "Verdict: OK" in report  # 200 steps: nothing is judged before the warm-up
     assert "KL(policy train || infer)" in report
     assert "Alarms fired:" in report
 
