@@ -174,7 +174,6 @@ class Config:
         "Keras's 0.99 for batch and batch_moving).",
         gt=0.0,
         lt=1.0,
-        float32=True,
         example=0.99,
     )
     log_std_init: float = param(
