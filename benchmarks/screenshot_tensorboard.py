@@ -6,7 +6,7 @@ until it serves the run list, take a full-page PNG of the custom-scalars page wi
 to --out (default docs/img/) as tensorboard_health_<NAME>.png.
 
     python benchmarks/screenshot_tensorboard.py default=runs/CartPole-v1/cartpole__seed0__... \
-        layernorm=... batchnorm=... [--out docs/img] [--height 2200]
+        layernorm=... batchnorm=... [--out docs/img] [--height 1750]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> int:
     p.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
     p.add_argument("--out", default=str(ROOT / "docs" / "img"))
     p.add_argument("--width", type=int, default=1400)
-    p.add_argument("--height", type=int, default=2200)
+    p.add_argument("--height", type=int, default=1750)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -288,6 +288,7 @@ class ScaleDiagnostics:
         scalars = {k: v for k, v in values.items() if k not in NOT_WRITTEN}
         scalars.update(health_values(values, self.config))
         scalars["alarms/count"] = float(len(self.alarms.fired))
+        scalars["alarms/count/lower"] = scalars["alarms/count/upper"] = 0.0  # the healthy band
         feature = int(values["normalizer/min_running_var_feature"])
         texts = {
             **texts,
