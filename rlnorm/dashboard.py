@@ -66,6 +66,20 @@ def health_values(values: dict[str, float], config) -> dict[str, float]:
     return h
 
 
+def split_by_net(tagged: dict) -> tuple[dict, dict]:
+    """(run-wide entries, {net: entries}) of `tagged`: `x/policy/rest` goes to the policy
+    sibling as `x/rest`, everything else stays in the run."""
+    run, nets = {}, {n: {} for n in NETS}
+    for tag, value in tagged.items():
+        head, _, rest = tag.partition("/")
+        net, _, tail = rest.partition("/")
+        if net in nets and tail:
+            nets[net][f"{head}/{tail}"] = value
+        else:
+            run[tag] = value
+    return run, nets
+
+
 def layout(n_layers: int, activation: str, norms: dict, bn: bool, discrete: bool, norm_obs: bool):
     """Custom-scalars layout: "Health" first (return, margin charts with the alarm bands, the
     alarm count), then closed detail categories. Tags without a network name are matched in

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from rlnorm import _fast
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
-from rlnorm.dashboard import NETS, health_values, layout, write_hparams, write_layout
+from rlnorm.dashboard import NETS, health_values, layout, split_by_net, write_hparams, write_layout
 from rlnorm.networks import BATCHNORM_KINDS
 
 # Kept in `last` (and judged) but not written: the same numbers are written elsewhere
@@ -54,20 +54,6 @@ NOT_WRITTEN = (
 )
 SATURATION = 0.99  # |tanh| above this passes < 2% of the gradient (1 - 0.99^2)
 # Metrics of the HParams table; charts/* are written by rlnorm.logger.
-
-
-def split_by_net(tagged: dict) -> tuple[dict, dict]:
-    """(run-wide entries, {net: entries}) of `tagged`: `x/policy/rest` goes to the policy
-    sibling as `x/rest`, everything else stays in the run."""
-    run, nets = {}, {n: {} for n in NETS}
-    for tag, value in tagged.items():
-        head, _, rest = tag.partition("/")
-        net, _, tail = rest.partition("/")
-        if net in nets and tail:
-            nets[net][f"{head}/{tail}"] = value
-        else:
-            run[tag] = value
-    return run, nets
 
 
 def _crossed(last: int | None, step: int, every: int) -> bool:
