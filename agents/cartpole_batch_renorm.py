@@ -7,7 +7,9 @@ pass whenever r and d are not clipped, while the gradient still flows through th
 statistics. Plain BN for the first 500 updates, then r_max 1 -> 3 and d_max 0 -> 5 over 1500
 updates; the moving statistics are a bias-corrected (warm-started) EMA (rlnorm/batchnorm.py).
 
-The variant's own setting: bn_momentum 0.999 (the default recipe's 0.99 elsewhere). Slower
+The variant's own setting, bn_momentum 0.999, is also its default (config `bn_momentum = None`
+picks 0.999 for batch_renorm, Keras's 0.99 for batch and batch_moving), so `agents/cartpole.py
+--policy-norm batch_renorm --value-norm batch_renorm` trains the same agent. Slower
 moving statistics kept the policy from turning nearly deterministic early; with them and the
 warm start this recipe solved seeds 0, 1 and 2 within 300k env steps (142k, 89k, 148k; train/
 infer KL ~3e-3 on average) in benchmarks/results/batchnorm.md, against 1/3 at 0.99 (solved at

@@ -63,7 +63,7 @@ KL_GOAL = 0.01
 EXTRA_TAGS = {
     "policy_weight_norm": "scale/policy/weight_norm",
     "value_weight_norm": "scale/value/weight_norm",
-    "policy_entropy": "outputs/policy_entropy",
+    "policy_entropy": "losses/entropy",  # the update batch's mean entropy, at log_every
     "policy_logit_std": "outputs/policy_logit_std",
 }
 
@@ -125,13 +125,15 @@ def read_scalars(run_dir: str, tags: tuple[str, ...]) -> dict[str, list[list[flo
     from tensorboard.backend.event_processing import event_file_loader
 
     series: dict[str, list[list[float]]] = {t: [] for t in tags}
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+    # The run's own events, and its policy/ and value/ sibling runs (scale/x -> scale/<net>/x).
+    for path in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        net = None if path.parent == Path(run_dir) else path.parent.name
         for event in event_file_loader.EventFileLoader(str(path)).Load():
             for value in event.summary.value:
-                if value.tag in series:
-                    series[value.tag].append(
-                        [int(event.step), float(tf.make_ndarray(value.tensor))]
-                    )
+                head, _, rest = value.tag.partition("/")
+                tag = value.tag if net is None else f"{head}/{net}/{rest}"
+                if tag in series:
+                    series[tag].append([int(event.step), float(tf.make_ndarray(value.tensor))])
     return series
 
 

@@ -132,6 +132,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--json", action="store_true", help="end with the run summary as JSON (for scripts)"
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -235,6 +238,11 @@ def run_command(args, base_config) -> int:
 
         config = build_config(args, base_config) if not args.resume else resume_request(args)
         summary = train(config, resume=args.resume, quiet=args.quiet)
+        if not args.json:
+            from rlnorm.logger import human_summary
+
+            print(human_summary(summary))
+            return 0
         keys = (
             "run_dir",
             "total_steps",
@@ -244,6 +252,7 @@ def run_command(args, base_config) -> int:
             "steps_per_second",
             "wall_seconds",
             "stopped_by",
+            "alarms",
         )
         print(json.dumps({k: summary[k] for k in keys}, indent=1))
         return 0
@@ -265,10 +274,11 @@ def run_command(args, base_config) -> int:
         )
         return 0
     if args.command == "doctor":
-        from rlnorm.doctor import doctor
+        from rlnorm.doctor import report
 
-        print(doctor(args.run_dir))
-        return 0
+        text, healthy = report(args.run_dir)
+        print(text)
+        return 0 if healthy else 1  # 1: a BAD row or an alarm (usable in CI)
     if args.command == "export":
         from rlnorm.export import export
 

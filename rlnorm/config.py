@@ -168,8 +168,13 @@ class Config:
         "none", "Norm inside the policy network, Dense -> Norm -> activation.", choices=NORMS
     )
     value_norm: str = param("none", "Norm inside the value network.", choices=NORMS)
-    bn_momentum: float = param(
-        0.99, "Moving-average momentum of every BatchNorm variant (Keras default).", gt=0.0, lt=1.0
+    bn_momentum: float | None = param(
+        None,
+        "Moving-average momentum of the BatchNorm norms (None: 0.999 for batch_renorm, "
+        "Keras's 0.99 for batch and batch_moving).",
+        gt=0.0,
+        lt=1.0,
+        example=0.99,
     )
     log_std_init: float = param(
         0.0, "Initial log standard deviation of the Gaussian policy (Box actions)."
@@ -239,6 +244,23 @@ class Config:
     )
     histograms_every: int = param(
         50_000, "Write weight/activation/normalizer histograms every this many env steps.", ge=1
+    )
+    alarm_warmup_steps: int = param(
+        10_000,
+        "Scale alarms judge the diagnostics from this env step on (rlnorm/alarms.py).",
+        ge=0,
+    )
+    alarm_persist_steps: int = param(
+        20_000,
+        "A scale alarm fires once its condition has held at every diagnostics step over this "
+        "many env steps.",
+        ge=0,
+    )
+    normalizer_features_logged: int = param(
+        8,
+        "The observation normalizer's running mean/std of the first this many features are "
+        "written as scalars.",
+        ge=0,
     )
     checkpoint_every: int = param(
         50_000, "Save a checkpoint every this many env steps (and always at the end).", ge=1

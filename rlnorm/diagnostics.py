@@ -35,15 +35,23 @@ update's, see Network.__call__'s mask). All are of the training-mode pass.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from rlnorm import _fast
 from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
-from rlnorm.dashboard import NETS, STAGES, scales_layout, write_hparams, write_layout
+from rlnorm.dashboard import NETS, health_values, layout, split_by_net, write_hparams, write_layout
 from rlnorm.networks import BATCHNORM_KINDS
 
+# Kept in `last` (and judged) but not written: the same numbers are written elsewhere
+# (losses/explained_variance, losses/entropy) or as text (the feature index).
+NOT_WRITTEN = (
+    "outputs/explained_variance",
+    "outputs/policy_entropy",
+    "normalizer/min_running_var_feature",
+)
 SATURATION = 0.99  # |tanh| above this passes < 2% of the gradient (1 - 0.99^2)
 # Metrics of the HParams table; charts/* are written by rlnorm.logger.
 
@@ -94,8 +102,19 @@ class ScaleDiagnostics:
     `last` holds the values written at the latest diagnostics step (tag -> float);
     `alarms.fired` the alarms fired so far (rule -> (env step, message))."""
 
-    def __init__(self, agent, writer, config):
+    def __init__(self, agent, writer, config, report=None, logdir=None):
         self.agent, self.writer, self.config = agent, writer, config
+        # Policy and value go to sibling runs logdir/policy and logdir/value, same tags (the
+        # network's name dropped), so TensorBoard colours and overlays them. Without `logdir`
+        # (tests, a no-op writer) everything goes to `writer` under the in-memory tags.
+        self.siblings = (
+            {n: tf.summary.create_file_writer(str(Path(logdir) / n)) for n in NETS}
+            if logdir is not None
+            else None
+        )
+        # Where a fired alarm's text goes: the progress bar's own line (RunLogger.alarm), else a
+        # ScaleAlarmWarning; either way it is in `alarms.fired` and summary.json.
+        self.report = report or (lambda text: warnings.warn(text, ScaleAlarmWarning, stacklevel=3))
         self.nets = {"policy": agent.policy, "value": agent.value}
         self.bn_nets = [n for n in NETS if self.nets[n].norm in BATCHNORM_KINDS]
         # The state a training-mode forward pass assigns: BatchNorm moving statistics (and the
@@ -122,11 +141,18 @@ class ScaleDiagnostics:
                 autograph=False,  # plain Python control flow only; autograph adds tracing
             )
         with writer.as_default():
-            layout = scales_layout(
-                len(config.hidden_sizes), config.activation, self.bn_nets, agent.policy.discrete
+            norms = {n: self.nets[n].norm for n in NETS}
+            write_layout(
+                layout(
+                    len(config.hidden_sizes),
+                    config.activation,
+                    norms,
+                    bool(self.bn_nets),
+                    agent.policy.discrete,
+                    config.norm_obs,
+                )
             )
-            write_layout(layout)
-            write_hparams(config)
+            write_hparams(config, trial_id=Path(logdir).name if logdir is not None else None)
 
     # -- cadence -----------------------------------------------------------------------------
     def due(self, step: int) -> bool:
@@ -238,11 +264,33 @@ class ScaleDiagnostics:
         texts = {}
         for rule, message in self.alarms.check(step, checked):
             text = f"rlnorm scale alarm '{rule}' at env step {step}: {message}"
-            warnings.warn(text, ScaleAlarmWarning, stacklevel=2)
+            self.report(text)
             texts[f"alarms/{rule}"] = text
-        hists = self.histograms(raw, histograms)
+        self.write(step, values, self.histograms(raw, histograms), texts)
+
+    def write(self, step, values: dict, hists: dict, texts: dict) -> None:
+        """Scalars, histograms and texts of one diagnostics step, split over the run and its
+        policy/ and value/ siblings; the Health view's scalars and the alarm count added."""
+        scalars = {k: v for k, v in values.items() if k not in NOT_WRITTEN}
+        scalars.update(health_values(values, self.config))
+        scalars["alarms/count"] = float(len(self.alarms.fired))
+        scalars["alarms/count/lower"] = scalars["alarms/count/upper"] = 0.0  # the healthy band
+        feature = int(values["normalizer/min_running_var_feature"])
+        texts = {
+            **texts,
+            "normalizer/min_running_var_feature": f"feature {feature}: the smallest running "
+            f"variance, {values['normalizer/min_running_var']:.3g}",
+        }
         on = _fast.enabled(self.config)
-        _fast.write_summaries(self.writer, step, values, hists, texts, enabled=on)
+        if self.siblings is None:
+            _fast.write_summaries(self.writer, step, scalars, hists, texts, enabled=on)
+            return
+        run_scalars, net_scalars = split_by_net(scalars)
+        run_hists, net_hists = split_by_net(hists)
+        _fast.write_summaries(self.writer, step, run_scalars, run_hists, texts, enabled=on)
+        for n in NETS:  # flushed here: rare steps, and the loop closes only the run's writer
+            _fast.write_summaries(self.siblings[n], step, net_scalars[n], net_hists[n], enabled=on)
+            self.siblings[n].flush()
 
     # -- from raw tensors to what is written -------------------------------------------------------
     def statistics(self, raw: dict, batch: dict) -> dict[str, float]:
@@ -253,8 +301,14 @@ class ScaleDiagnostics:
             net = self.nets[n]
             for i in range(len(net.dense_layers)):
                 pre, out = raw[f"{n}/layer{i}/pre_norm"], raw[f"{n}/layer{i}/out"]
-                stages = (pre, raw.get(f"{n}/layer{i}/post_norm", pre), out)
-                for stage, x in zip(STAGES, stages, strict=True):
+                stages = {
+                    "pre_norm": pre,
+                    "post_norm": raw.get(f"{n}/layer{i}/post_norm"),
+                    "out": out,
+                }
+                if net.norm == "none":  # post_norm = pre_norm: not written twice
+                    del stages["post_norm"]
+                for stage, x in stages.items():
                     x = x.astype(np.float64)
                     s[f"scale/{n}/layer{i}/{stage}/mean"] = float(x.mean())
                     s[f"scale/{n}/layer{i}/{stage}/std"] = float(x.std())
@@ -277,6 +331,10 @@ class ScaleDiagnostics:
             s["outputs/policy_logit_std"] = masked_mean(out.std(-1), valid)
             logp = log_softmax(out)
             s["outputs/policy_entropy"] = masked_mean(-np.sum(np.exp(logp) * logp, -1), valid)
+            # Of its maximum, log(n actions): 1 = uniform actions.
+            s["outputs/policy_entropy_fraction"] = s["outputs/policy_entropy"] / np.log(
+                out.shape[-1]
+            )
         else:
             log_std = raw["log_std"].astype(np.float64)
             s["outputs/policy_log_std_mean"] = float(log_std.mean())
@@ -313,6 +371,9 @@ class ScaleDiagnostics:
         s["normalizer/count"] = float(state["count"])
         s["normalizer/min_running_var"] = float(state["var"].min())
         s["normalizer/min_running_var_feature"] = float(np.argmin(state["var"]))
+        for k in range(min(self.config.normalizer_features_logged, state["mean"].size)):
+            s[f"normalizer/feature{k}/running_mean"] = float(state["mean"].reshape(-1)[k])
+            s[f"normalizer/feature{k}/running_std"] = float(np.sqrt(state["var"].reshape(-1)[k]))
 
         # BatchNorm: moving vs batch statistics, and what the gap does to the outputs.
         for n in self.bn_nets:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -64,6 +66,9 @@ class RunLogger:
         # The first update traces the compiled graphs: steady throughput is counted after it.
         self.first_update: tuple[float, int] | None = None  # (seconds since start, step)
         self.wall_before = float(state.get("wall_seconds", 0.0))
+        # tqdm shows the speed (steps/s) itself; the postfix adds only the return.
+        target = config.target_return
+        desc = config.env_id + (f" (stops at last-100 mean >= {target:g})" if target else "")
         self.pbar = (
             None
             if quiet
@@ -73,7 +78,7 @@ class RunLogger:
                 unit="step",
                 unit_scale=True,
                 dynamic_ncols=True,
-                desc=config.env_id,
+                desc=desc,
             )
         )
         if start_step == 0:
@@ -141,9 +146,35 @@ class RunLogger:
         self._new_returns.clear()
         self._new_lengths.clear()
         if self.pbar is not None:
-            self.pbar.set_postfix(
-                ret100=f"{mean:.1f}" if mean is not None else "-", sps=f"{sps:,.0f}", refresh=False
+            self.pbar.set_postfix_str(
+                f"last-100 mean {mean:.1f}" if mean is not None else "no episode yet", refresh=False
             )
+
+    def alarm(self, text: str) -> None:
+        """A fired scale alarm: its own line above the progress bar (or a ScaleAlarmWarning
+        when there is no bar, so API users can filter or raise it)."""
+        if self.pbar is None:
+            import warnings
+
+            from rlnorm.alarms import ScaleAlarmWarning
+
+            warnings.warn(text, ScaleAlarmWarning, stacklevel=4)
+        else:
+            tqdm.write(text, file=sys.stderr)
+
+    def note_autoreset(self, mode: str | None) -> None:
+        """Say in config.toml how the env really resets when it is not what the key says (a
+        NumPy-vectorized env has its own autoreset, whatever `autoreset_mode` asks)."""
+        path = self.run_dir / "config.toml"
+        if mode is None or mode == self.config.autoreset_mode or not path.is_file():
+            return
+        note = (
+            f"\n# The env resets as autoreset_mode = {mode!r}: vectorization_mode = "
+            f"{self.config.vectorization_mode!r} brings its own autoreset (key above ignored).\n"
+        )
+        text = path.read_text()
+        if note.strip() not in text:
+            atomic_write_text(path, text + note)
 
     # -- state and summary -----------------------------------------------------------------------
     def wall_seconds(self) -> float:
@@ -180,10 +211,15 @@ class RunLogger:
             "episodes": self.episodes,
             "mean_return_last_100": self.mean_return,
             "best_mean_return_last_100": self.best_mean,
+            "target_return": self.config.target_return,
             "steps_to_target": self.steps_to_target,
             "return_curve": self.return_curve,
         }
-        summary.update(extra or {})
+        extra = dict(extra or {})
+        if "first_env_step_time" in extra:  # a wall-clock timestamp -> a duration
+            first = extra.pop("first_env_step_time")
+            extra["first_env_step_seconds"] = first - process_start_time() if first else None
+        summary.update(extra)
         return summary
 
     def write_summary(self, summary: dict) -> None:
@@ -193,3 +229,52 @@ class RunLogger:
         if self.pbar is not None:
             self.pbar.close()
         self.writer.flush()
+
+
+def process_start_time() -> float:
+    """When this process started (time.time() scale): Linux's /proc, else when rlnorm.logger
+    was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
+def human_summary(summary: dict) -> str:
+    """The few lines a run ends with: solved or not, steps, time, speed, alarms, where to look."""
+    steps, target = summary["total_steps"], summary.get("target_return")
+    mean = summary.get("mean_return_last_100")
+    mean_text = f"{mean:.1f}" if mean is not None else "- (no episode finished)"
+    if summary.get("steps_to_target") is not None:
+        head = f"Solved: last-100 mean return {mean_text} >= {target:g} at env step {steps:,}."
+    elif target is not None:
+        head = (
+            f"Not solved: last-100 mean return {mean_text} < {target:g} after {steps:,} env "
+            f"steps (stopped by {summary['stopped_by']})."
+        )
+    else:
+        head = f"Trained {steps:,} env steps: last-100 mean return {mean_text}."
+    lines = [
+        head,
+        f"  {summary['wall_seconds']:.1f} s, {summary['steps_per_second']:,.0f} steps/s, "
+        f"{summary['episodes']:,} episodes.",
+    ]
+    alarms = summary.get("alarms") or []
+    if alarms:
+        lines.append(f"  Scale alarms fired: {len(alarms)}")
+        lines += [f"    {a['rule']} (env step {a['step']:,}): {a['message']}" for a in alarms]
+    else:
+        lines.append("  Scale alarms fired: none.")
+    run_dir = summary["run_dir"]
+    lines.append(f"  Run folder: {run_dir}")
+    lines.append(f"  tensorboard --logdir {run_dir}    rlnorm doctor {run_dir}")
+    return "\n".join(lines)

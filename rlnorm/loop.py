@@ -134,9 +134,14 @@ def train(
             drop_orphaned_events(run_dir, step)  # steps trained after the checkpoint, again
         logger = RunLogger(run_dir, config, step, quiet, trainer_state)
         stack.callback(logger.close)  # close the progress bar, flush events
-        diagnostics = ScaleDiagnostics(agent, logger.writer, config) if config.diagnostics else None
+        diagnostics = (
+            ScaleDiagnostics(agent, logger.writer, config, report=logger.alarm, logdir=run_dir)
+            if config.diagnostics
+            else None
+        )
         # A resumed run gets fresh env seeds derived from the step, so it replays no episode.
         updater = make_updater(config, envs, agent, reward_scaler, seed=config.seed + step)
+        logger.note_autoreset(updater.summary_fields().get("autoreset_mode"))
         summary = run_updates(
             config, run_dir, agent, updater, checkpointer, logger, diagnostics, step
         )
@@ -211,6 +216,7 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
             **fields,
             "trace_counts": {**agent.trace_counts(), **updater.trace_counts()},
             "fast_paths": _fast.active(config),
+            "alarms": diagnostics.alarms.summary() if diagnostics is not None else [],
             "peak_rss_mb": peak_rss_mb(),
         },
     )

@@ -32,7 +32,7 @@ def test_train_flags_and_set_reach_the_config(tmp_path, capsys):
     run_dir = tmp_path / "run"
     argv = ["train", "--env", "CartPole-v1", "--seed", "3", "--total-steps", "240"]
     argv += ["--n-envs", "4", "--policy-norm", "layer", "--value-norm", "batch_moving"]
-    argv += ["--run-dir", str(run_dir), "--quiet", "--set", "gamma=0.95"]
+    argv += ["--run-dir", str(run_dir), "--quiet", "--json", "--set", "gamma=0.95"]
     argv += ["--set", "n_steps=6", "--set", "hidden_sizes=[16, 8]", "--set", "diagnostics=false"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -83,7 +83,8 @@ def test_tensorboard_tags_on_the_env_step_axis(runs):
     ):
         assert [s for s, _ in events[tag]] == [512, 1024, 1536, 2048], tag
     # Diagnostics at the first update and at the update that crosses each multiple of 1024.
-    assert [s for s, _ in events["scale/policy/grad_norm"]] == [64, 1024, 2048]
+    policy = read_events(Path(summary["run_dir"]) / "policy")  # the policy's sibling run
+    assert [s for s, _ in policy["scale/grad_norm"]] == [64, 1024, 2048]
     assert [v for _, v in events["normalizer/count"]] == [0, 960, 1984]  # before the merge
 
 

@@ -16,9 +16,9 @@ import pytest
 import tensorflow as tf
 
 from rlnorm.agent import A2CAgent
-from rlnorm.alarms import VALUE_WARMUP_UPDATES, ScaleAlarms, ScaleAlarmWarning
+from rlnorm.alarms import ScaleAlarms, ScaleAlarmWarning
 from rlnorm.config import Config
-from rlnorm.diagnostics import ScaleDiagnostics, _crossed
+from rlnorm.diagnostics import NOT_WRITTEN, ScaleDiagnostics, _crossed
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -61,11 +61,17 @@ def set_normalizer(agent):
 def read_events(logdir) -> tuple[dict, dict]:
     """(tag -> {step: float} for scalars, tag -> {step: bytes or ndarray} for the rest)."""
     scalars, other = {}, {}
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
+    files = [(p, None) for p in sorted(logdir.glob("events.out.tfevents.*"))]
+    for net in ("policy", "value"):  # sibling runs: scale/layer0/... -> scale/<net>/layer0/...
+        files += [(p, net) for p in sorted(logdir.glob(f"{net}/events.out.tfevents.*"))]
+    for path, net in files:
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for v in event.summary.value:
                 if not v.HasField("tensor"):
                     continue
+                if net is not None:
+                    head, _, rest = v.tag.partition("/")
+                    v.tag = f"{head}/{net}/{rest}"
                 array = tf.make_ndarray(v.tensor)
                 if array.ndim == 0 and array.dtype.kind == "f":
                     scalars.setdefault(v.tag, {})[event.step] = float(array)
@@ -85,8 +91,16 @@ def run_diagnostics(agent, config, logdir, batch, step=40, train=True):
     metrics = agent.train_step(*batch) if train else {}
     diagnostics.after_update(step, metrics)
     writer.flush()
-    scalars, _ = read_events(logdir)
-    return {tag: points[step] for tag, points in scalars.items() if step in points}, metrics
+    scalars, other = read_events(logdir)
+    got = {tag: points[step] for tag, points in scalars.items() if step in points}
+    # Computed and judged, but written elsewhere (losses/...) or as text: from `last`.
+    got.update({k: diagnostics.last[k] for k in NOT_WRITTEN})
+    assert (
+        other["normalizer/min_running_var_feature"][step]
+        .decode()
+        .startswith(f"feature {int(got['normalizer/min_running_var_feature'])}:")
+    )
+    return got, metrics
 
 
 def nets(agent):
@@ -220,12 +234,20 @@ def test_logged_values_match_numpy(tmp_path, action_space, activation):
     assert got["normalizer/count"] == 50
     assert got["normalizer/min_running_var"] == approx(0.25)
     assert got["normalizer/min_running_var_feature"] == 1
+    for k, (mean, var) in enumerate([(0.5, 4.0), (-1.5, 0.25), (0.0, 1.0)]):  # set_normalizer
+        assert got[f"normalizer/feature{k}/running_mean"] == approx(mean)
+        assert got[f"normalizer/feature{k}/running_std"] == approx(np.sqrt(var))
 
     # Hidden layers, weights and gradients of each network.
     inactive = "dead_fraction" if activation == "relu" else "saturated_fraction"
     for name, net in nets(agent):
         for i, (pre, post, out) in enumerate(ref[name][0]):
-            for stage, a in (("pre_norm", pre), ("post_norm", post), ("out", out)):
+            stages = [("pre_norm", pre), ("out", out)]
+            if net.norm == "none":  # = pre_norm: not written twice
+                assert f"scale/{name}/layer{i}/post_norm/std" not in got
+            else:
+                stages.append(("post_norm", post))
+            for stage, a in stages:
                 assert got[f"scale/{name}/layer{i}/{stage}/mean"] == approx(a.mean())
                 assert got[f"scale/{name}/layer{i}/{stage}/std"] == approx(a.std())
                 assert got[f"scale/{name}/layer{i}/{stage}/max_abs"] == approx(np.abs(a).max())
@@ -378,19 +400,33 @@ def test_cadence():
     assert not _crossed(1000, 1999, 1000)
 
 
-# -- alarms ----------------------------------------------------------------------------------------
+# -- alarms (the rules themselves: tests/test_alarms.py) -----------------------------------------
+NOW = dict(alarm_warmup_steps=0, alarm_persist_steps=0)  # judge and fire at the first step
+
+
+@pytest.fixture(autouse=True)
+def no_update_ratio_rule(request, monkeypatch):
+    """These tests judge an untrained policy (uniform: entropy) at once, and run the diagnostic
+    pass without an update between (update ratio 0): rules the warm-up exists for."""
+    if "alarm" in request.node.name or "healthy_batch" in request.node.name:
+        from rlnorm import alarms
+
+        monkeypatch.delitem(alarms.RULES, "update_ratio")
+        monkeypatch.delitem(alarms.RULES, "entropy")
+
+
 @pytest.fixture(scope="module")
 def alarm_agent():
-    config = make_config()
+    config = make_config(**NOW)
     agent = make_agent(config, DISCRETE)
     set_normalizer(agent)
     diagnostics = ScaleDiagnostics(agent, tf.summary.create_noop_writer(), config)
     return agent, diagnostics
 
 
-def provoke(diagnostics, logdir, batch, step=40):
+def provoke(diagnostics, logdir, batch, step=40, **config):
     """One diagnostics step with fresh alarms; returns (rules fired, alarm texts read back)."""
-    diagnostics.alarms = ScaleAlarms(diagnostics.config)
+    diagnostics.alarms = ScaleAlarms(diagnostics.config.replace(**config))
     diagnostics.writer = tf.summary.create_file_writer(str(logdir))
     diagnostics.before_update(step, *batch)
     diagnostics.after_update(step, {})
@@ -410,29 +446,24 @@ def test_healthy_batch_fires_nothing(tmp_path, alarm_agent):
     assert fired == set() and texts == {}
 
 
-def first_judged_step(config) -> int:
-    """The first env step at which the value_scale rule is judged (after its warm-up)."""
-    return VALUE_WARMUP_UPDATES * config.n_steps * config.n_envs
-
-
 @pytest.mark.filterwarnings("ignore::rlnorm.alarms.ScaleAlarmWarning")  # the other rules' warnings
-@pytest.mark.parametrize("rule", ["obs_scale", "value_scale", "grad_norm", "inactive_units"])
+@pytest.mark.parametrize("rule", ["obs_scale", "value_scale", "grad_norm"])
 def test_alarm_fires_once(tmp_path, alarm_agent, rule):
     agent, diagnostics = alarm_agent
-    # Every rule but value_scale is judged from the first update on.
-    step = first_judged_step(diagnostics.config) if rule == "value_scale" else 40
+    step = 40
     obs, actions, adv, ret, valid = make_batch(DISCRETE)
-    kernel = agent.value.dense_layers[0].kernel
-    saved = kernel.numpy()
-    if rule == "obs_scale":  # a normalizer whose variance is 1e4 times too large
-        agent.normalizer.set_state(50, [0.0, 0.0, 0.0], [1e4, 1e4, 1e4])
-    elif rule in ("value_scale", "grad_norm"):  # returns 1000 times the value scale
+    config = {}
+    if rule == "obs_scale":  # a normalizer whose variance is 1e6 times too large
+        agent.normalizer.set_state(50, [0.0, 0.0, 0.0], [1e6, 1e6, 1e6])
+    elif rule == "value_scale":  # returns 1000 times the value scale
         ret = ret * 1000.0
-    else:  # a first layer 1000 times too large: every tanh unit saturated
-        kernel.assign(saved * 1000.0)
+    else:  # a clip 1e6 times below the gradient norm
+        config = {"max_grad_norm": 1e-9}
     try:
         with pytest.warns(ScaleAlarmWarning, match=f"'{rule}' at env step {step}"):
-            fired, texts = provoke(diagnostics, tmp_path, (obs, actions, adv, ret, valid), step)
+            fired, texts = provoke(
+                diagnostics, tmp_path, (obs, actions, adv, ret, valid), step, **config
+            )
         assert rule in fired
         assert list(texts[f"alarms/{rule}"]) == [step]
         assert f"'{rule}' at env step {step}" in texts[f"alarms/{rule}"][step]
@@ -443,7 +474,18 @@ def test_alarm_fires_once(tmp_path, alarm_agent, rule):
         assert list(read_events(tmp_path)[1][f"alarms/{rule}"]) == [step]
     finally:
         set_normalizer(agent)
-        kernel.assign(saved)
+
+
+def test_alarm_goes_to_the_report_callable(tmp_path, alarm_agent):
+    agent, diagnostics = alarm_agent
+    said = []
+    diagnostics.report, saved = said.append, diagnostics.report
+    try:
+        obs, actions, adv, ret, valid = make_batch(DISCRETE)
+        provoke(diagnostics, tmp_path, (obs, actions, adv, ret * 1000.0, valid))
+    finally:
+        diagnostics.report = saved
+    assert len(said) == 1 and said[0].startswith("rlnorm scale alarm 'value_scale'")
 
 
 @pytest.mark.filterwarnings("error::rlnorm.alarms.ScaleAlarmWarning")  # only 'nonfinite' fires
@@ -457,8 +499,8 @@ def test_nonfinite_alarm(tmp_path, alarm_agent):
     assert "nonfinite" in fired and "alarms/nonfinite" in texts
 
 
-def test_batchnorm_kl_alarm(tmp_path):
-    config = make_config(policy_norm="batch")
+def test_batchnorm_gap_alarm(tmp_path):
+    config = make_config(policy_norm="batch", **NOW)
     agent = make_agent(config, DISCRETE)
     set_normalizer(agent)
     # Moving statistics far from any batch's: inference mode acts with a different policy.
@@ -467,85 +509,10 @@ def test_batchnorm_kl_alarm(tmp_path):
         norm.moving_variance.assign(np.full(norm.moving_variance.shape, 0.01, np.float32))
     agent.policy.head.kernel.assign(agent.policy.head.kernel.numpy() * 300.0)
     diagnostics = ScaleDiagnostics(agent, tf.summary.create_noop_writer(), config)
-    with pytest.warns(ScaleAlarmWarning, match="'bn_kl'"):
+    with pytest.warns(ScaleAlarmWarning, match="'bn_gap'"):
         fired, texts = provoke(diagnostics, tmp_path, make_batch(DISCRETE))
-    assert "bn_kl" in fired and "alarms/bn_kl" in texts
+    assert "bn_gap" in fired and "alarms/bn_gap" in texts
     assert diagnostics.last["batchnorm/policy_kl_train_infer"] > 0.1
-
-
-def test_alarm_rules_on_values():
-    """The thresholds themselves, including the dead-relu rule and the cases that must stay
-    quiet (an unfitted normalizer, constant returns, values at the edges)."""
-    config = make_config()
-    step = first_judged_step(config)
-    healthy = {
-        "normalizer/normalized_obs_std": 0.2,
-        "normalizer/count": 100.0,
-        "outputs/value_return_std_ratio": 10.0,
-        "scale/value/output/mean": 0.0,
-        "scale/value/output/std": 10.0,
-        "outputs/return_mean": 0.0,
-        "outputs/return_std": 1.0,
-        "scale/policy/grad_norm": 100 * config.max_grad_norm,
-        "scale/value/layer1/dead_fraction": 0.5,
-        "batchnorm/policy_kl_train_infer": 0.1,
-    }
-    assert ScaleAlarms(config).check(step, healthy) == []
-    cases = {
-        "obs_scale": {"normalizer/normalized_obs_std": 5.01},
-        "value_scale": {"outputs/value_return_std_ratio": 0.099, "scale/value/output/std": 0.099},
-        "grad_norm": {"scale/policy/grad_norm": 100 * config.max_grad_norm + 0.01},
-        "inactive_units": {"scale/value/layer1/dead_fraction": 0.75},
-        "bn_kl": {"batchnorm/policy_kl_train_infer": 0.11},
-        "nonfinite": {"scale/value/layer0/out/std": float("inf")},
-    }
-    for rule, change in cases.items():
-        fired = ScaleAlarms(config).check(step, {**healthy, **change})
-        assert [name for name, _ in fired] == [rule], rule
-    quiet = {
-        "normalizer/normalized_obs_std": 0.01,
-        "normalizer/count": 0.0,  # first update: the normalizer has seen nothing yet
-        "outputs/value_return_std_ratio": 1e8,
-        "outputs/return_std": 0.0,  # constant returns: the ratio says nothing
-    }
-    assert ScaleAlarms(config).check(step, {**healthy, **quiet}) == []
-    dead = ScaleAlarms(config).check(step, {**healthy, "scale/value/layer1/dead_fraction": 0.75})
-    assert "75% of the value network's layer1 units are dead" in dead[0][1]
-
-
-def test_value_scale_waits_for_warmup_and_compares_magnitudes():
-    """Two diagnostics points of the default CartPole recipe (seed 0, before this rule judged
-    magnitudes), where the std ratio alone fired."""
-    config = make_config()  # 8 envs x 5 steps: judged from env step 4000 on
-    step = first_judged_step(config)
-    assert step == 100 * 8 * 5
-    # First update: an untrained value network. Std ratio 0.043 / 1.381 = 0.031; root mean
-    # squares hypot(0.012, 0.043) = 0.04464 and hypot(2.983, 1.381) = 3.2872, ratio 0.0136.
-    untrained = {
-        "outputs/value_return_std_ratio": 0.043 / 1.381,
-        "scale/value/output/mean": 0.012,
-        "scale/value/output/std": 0.043,
-        "outputs/return_mean": 2.983,
-        "outputs/return_std": 1.381,
-    }
-    alarms = ScaleAlarms(config)
-    assert alarms.check(40, untrained) == []  # warming up: its initialization, not a finding
-    assert alarms.check(step - 1, untrained) == []
-    fired = alarms.check(step, untrained)  # the same numbers once it has trained: a finding
-    assert [name for name, _ in fired] == ["value_scale"]
-    assert "ratios 0.0311 and 0.0136" in fired[0][1]
-    # Env step 40000: a batch holding episode ends (returns ~1 among ~50s), so the returns'
-    # std is 16.7 while the values' is 1.2 (std ratio 0.072), but the value network has the
-    # returns' level: root mean squares hypot(51.66, 1.205) = 51.674 and
-    # hypot(47.135, 16.719) = 50.012, ratio 1.033. Not a scale mismatch.
-    levels_agree = {
-        "outputs/value_return_std_ratio": 1.205 / 16.719,
-        "scale/value/output/mean": 51.66,
-        "scale/value/output/std": 1.205,
-        "outputs/return_mean": 47.135,
-        "outputs/return_std": 16.719,
-    }
-    assert ScaleAlarms(config).check(40_000, levels_agree) == []
 
 
 # -- end to end: a real run, read back by TensorBoard ----------------------------------------------
@@ -582,21 +549,37 @@ def test_run_writes_diagnostics_at_their_cadence(small_run):
             assert f"scale/{net}/{tag}" in scalars
         assert f"batchnorm/{net}/layer1/var_ratio" in scalars
     assert "batchnorm/policy_kl_train_infer" in scalars
-    # The layout: a chart per metric whose regex holds the policy AND the value line.
+    # Sibling runs: the SAME tags under policy/ and value/, run-wide tags in the run itself.
+    raw = raw_tags(small_run)
+    assert "scale/layer0/pre_norm/std" in raw["policy"] and raw["policy"] == raw["value"]
+    assert "outputs/return_std" in raw["run"] and not any("policy/" in t for t in raw["policy"])
+    # No duplicates: explained variance and entropy once (losses/), no post_norm without a norm.
+    assert (
+        "outputs/explained_variance" not in raw["run"]
+        and "outputs/policy_entropy" not in raw["run"]
+    )
+    # The layout: Health first and open, the detail categories closed.
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     layout = layout_pb2.Layout()
     layout.ParseFromString(other["custom_scalars__config__"][0])
-    charts = {c.title: c for cat in layout.category for c in cat.chart}
-    assert [c.title for c in layout.category] == ["Scales", "Outputs", "Normalizer", "BatchNorm"]
-    regex = charts["layer0 pre_norm std"].multiline.tag[0]
-    matched = [t for t in scalars if re.match(regex, t)]
-    assert sorted(matched) == [
-        "scale/policy/layer0/pre_norm/std",
-        "scale/value/layer0/pre_norm/std",
-    ]
-    for chart in charts.values():  # no chart is left empty
-        assert any(re.match(r, t) for r in chart.multiline.tag for t in scalars), chart.title
+    assert [c.title for c in layout.category] == [
+        "Health", "Layers", "Networks", "Outputs", "Normalizer", "BatchNorm",
+    ]  # fmt: skip
+    assert [c.closed for c in layout.category] == [False] + [True] * 5
+    health = layout.category[0].chart
+    assert health[0].multiline.tag == [r"charts/(mean_return_last_100|episodic_return)$"]
+    margins = [c for c in health if c.HasField("margin")]
+    assert len(margins) >= 6  # the key ratios, each with its alarm band
+    every_tag = set().union(*raw.values())
+    for chart in margins:
+        for series in chart.margin.series:
+            assert {series.value, series.lower, series.upper} <= every_tag, chart.title
+    for cat in layout.category:  # no multiline chart is left empty
+        for chart in cat.chart:
+            if chart.HasField("multiline"):
+                regexes = chart.multiline.tag
+                assert any(re.match(r, t) for r in regexes for t in every_tag), chart.title
     # HParams: the config as the session's hyperparameters.
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
@@ -608,6 +591,26 @@ def test_run_writes_diagnostics_at_their_cadence(small_run):
                     info = hp_metadata.parse_session_start_info_plugin_data(content)
     assert info.hparams["policy_norm"].string_value == "batch"
     assert info.hparams["hidden_sizes"].string_value == "8,8"
+    assert "gamma" not in info.hparams  # only the keys that differ from the defaults
+    assert info.group_name == "batch"  # the trial id is the run's name
+
+
+def raw_tags(run_dir) -> dict[str, set]:
+    """The scalar tags as TensorBoard sees them, per run: the run itself, policy/, value/."""
+    tags = {}
+    for run, folder in (
+        ("run", run_dir),
+        ("policy", run_dir / "policy"),
+        ("value", run_dir / "value"),
+    ):
+        found = set()
+        for path in folder.glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for v in event.summary.value:
+                    if v.HasField("tensor") and tf.make_ndarray(v.tensor).ndim == 0:
+                        found.add(v.tag)
+        tags[run] = found
+    return tags
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside tensorboard's bleach
@@ -634,15 +637,19 @@ def test_tensorboard_serves_layout_and_mirrored_tags(small_run):
 
         layout = get("/data/plugin/custom_scalars/layout")
         titles = [c["title"] for c in layout["category"]]
-        assert titles[0] == "Scales" and "Normalizer" in titles and "BatchNorm" in titles
+        assert titles[0] == "Health" and "Normalizer" in titles and "BatchNorm" in titles
         first = layout["category"][0]["chart"][0]
-        assert first["multiline"]["tag"] == [r"scale/(policy|value)/layer0/pre_norm/std$"]
+        assert first["multiline"]["tag"] == [r"charts/(mean_return_last_100|episodic_return)$"]
+        # The run and its two siblings, the networks' tags the same in both.
+        runs = get("/data/runs")
+        run = next(r for r in runs if not r.endswith(("/policy", "/value")))
+        assert sorted(runs) == sorted([run, f"{run}/policy", f"{run}/value"])
         tags = get("/data/plugin/scalars/tags")
-        (run,) = tags
         for net in ("policy", "value"):
-            assert f"scale/{net}/layer0/pre_norm/std" in tags[run]
-            assert f"batchnorm/{net}/layer0/mean_gap" in tags[run]
-        assert "charts/mean_return_last_100" in tags[run] or "charts/steps_per_second" in tags[run]
+            assert "scale/layer0/pre_norm/std" in tags[f"{run}/{net}"]
+            assert "batchnorm/layer0/mean_gap" in tags[f"{run}/{net}"]
+            assert "health/log10_update_ratio/upper" in tags[f"{run}/{net}"]
+        assert "charts/steps_per_second" in tags[run] and "alarms/count" in tags[run]
         plugins = get("/data/plugins_listing")
         assert plugins["custom_scalars"]["enabled"] and plugins["hparams"]["enabled"]
         assert plugins["histograms"]["enabled"]
@@ -659,7 +666,9 @@ def test_doctor_reports_the_run(small_run, capsys):
     report = capsys.readouterr().out
     assert "policy_norm = batch, value_norm = batch" in report
     assert "last diagnostics at env step 200" in report
-    assert re.search(r"layer0 pre_norm std\s+[\d.e+-]+\s+[\d.e+-]+", report)
+    assert re.search(r"layer0 Dense output std\s+[\d.e+-]+\s+[\d.e+-]+", report)
+    assert re.search(r"update / weight norm\s+[\d.e+-]+ (OK|WARN|BAD)", report)
+    assert "Verdict: OK" in report  # 200 steps: nothing is judged before the warm-up
     assert "KL(policy train || infer)" in report
     assert "Alarms fired:" in report
 

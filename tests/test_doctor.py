@@ -33,14 +33,14 @@ VALUES = {
     "scale/value/grad_norm": [(10_040, 75.0)],
     "scale/value/layer0/saturated_fraction": [(10_040, 0.75)],
     "outputs/value_return_std_ratio": [(10_040, 0.04)],
-    "normalizer/normalized_obs_std": [(10_040, 0.9)],
+    "normalizer/normalized_obs_std_min": [(10_040, 0.5)],
+    "normalizer/normalized_obs_std_max": [(10_040, 1.2)],
     "normalizer/min_running_var": [(10_040, 0.003)],
-    "normalizer/min_running_var_feature": [(10_040, 2.0)],
     "charts/mean_return_last_100": [(10_000, 120.0), (12_000, 150.5)],
 }
 
 
-def test_report_has_last_values_side_by_side_and_alarms(tmp_path):
+def test_report_has_last_values_side_by_side_and_alarms(tmp_path, capsys):
     alarms = [(10_040, "grad_norm", "The value gradient norm is 75."), (40, "obs_scale", "Std.")]
     write_run(tmp_path / "run", VALUES, alarms)
     report = doctor(tmp_path / "run")
@@ -48,21 +48,58 @@ def test_report_has_last_values_side_by_side_and_alarms(tmp_path):
     assert "policy_norm = batch, value_norm = none" in report
     assert "mean return (last 100 episodes): 150 at env step 12,000" in report
     assert "last diagnostics at env step 10,040" in report
-    # The last value of each tag, policy | value | policy/value.
-    (row,) = [line for line in lines if "layer0 pre_norm std" in line]
-    assert row.split()[-3:] == ["0.5", "4", "0.125"]
-    (row,) = [line for line in lines if "grad norm (before clip)" in line]
-    assert row.split()[-3:] == ["0.25", "75", "0.00333"]
-    (row,) = [line for line in lines if "saturated_fraction" in line]
-    assert row.split()[-3:] == ["-", "0.75", "-"]
-    assert re.search(r"value std / return std +0.04 ", report)
-    assert re.search(r"smallest running variance +0.003 \(feature 2\)", report)
-    assert "BatchNorm" not in report  # no batchnorm/ tags in this run
-    # Alarms in the order they fired, with the message only once.
+    # The last value of each tag, policy | value: no ratio column (logits vs values).
+    (row,) = [line for line in lines if "layer0 Dense output std" in line]
+    assert row.split()[-2:] == ["0.5", "4"]
+    # max_grad_norm 0.5 (the default): 75 / 0.5 = 150 x, far from the 10,000 x band.
+    (row,) = [line for line in lines if "grad norm / max_grad_norm" in line]
+    assert row.split()[4:8] == ["0.5", "OK", "150", "OK"]
+    (row,) = [line for line in lines if "saturated fraction" in line]
+    assert row.split()[-2:] == ["-", "0.75"]  # tanh saturation: shown, not judged
+    assert re.search(r"std per feature: smallest +0.5 OK", report)
+    assert "Normalizer" in report and "BatchNorm" not in report  # no batchnorm/ tags
+    # Alarms in the order they fired, with the message only once; an alarm fails the run.
     assert "Alarms fired: 2" in report
     i = lines.index("  Alarms fired: 2")
     assert lines[i + 1] == "    [obs_scale at env step 40] Std."
     assert lines[i + 2] == "    [grad_norm at env step 10,040] The value gradient norm is 75."
+    assert main(["doctor", str(tmp_path / "run")]) == 1
+    assert "Verdict: BAD (2 alarm(s))" in capsys.readouterr().out
+
+
+def test_healthy_run_exits_0_and_omits_what_does_not_apply(tmp_path, capsys):
+    write_run(tmp_path / "run", VALUES, config="policy_norm = 'none'\nnorm_obs = false\n")
+    assert main(["doctor", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "Verdict: OK" in out
+    assert "Normalizer" not in out and "after the norm" not in out
+    assert "Network input (raw observations: norm_obs = false)" in out
+
+
+def test_bad_only_when_it_persists(tmp_path, capsys):
+    """An update ratio outside its band at the last step only: WARN; at every step of the last
+    alarm_persist_steps (20k) after the warm-up: BAD, and exit status 1."""
+    once = {"scale/policy/update_ratio": [(10_000, 3e-3), (20_000, 3e-3), (30_000, 0.5)]}
+    write_run(tmp_path / "once", once)
+    assert main(["doctor", str(tmp_path / "once")]) == 0
+    assert re.search(r"update / weight norm +0.5 WARN", capsys.readouterr().out)
+    held = {"scale/policy/update_ratio": [(10_000, 0.5), (20_000, 0.5), (30_000, 0.5)]}
+    write_run(tmp_path / "held", held)
+    assert main(["doctor", str(tmp_path / "held")]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"update / weight norm +0.5 BAD", out) and "1 BAD row(s)" in out
+
+
+def test_reads_the_sibling_runs(tmp_path):
+    """policy/ and value/ hold the networks' tags without the network's name."""
+    write_run(tmp_path / "run", {"outputs/return_std": [(10_040, 2.0)]})
+    for net, std in (("policy", 0.5), ("value", 4.0)):
+        writer = tf.summary.create_file_writer(str(tmp_path / "run" / net))
+        with writer.as_default():
+            tf.summary.scalar("scale/layer0/pre_norm/std", std, step=10_040)
+        writer.close()
+    (row,) = [x for x in doctor(tmp_path / "run").splitlines() if "layer0 Dense output std" in x]
+    assert row.split()[-2:] == ["0.5", "4"]
 
 
 def test_read_events_orders_by_step(tmp_path):

@@ -417,7 +417,7 @@ def test_resume_applies_other_overrides_even_back_to_a_default(tmp_path, capsys)
     default (ent_coef 0.01 -> 0.0) and so indistinguishable from "not given" in a config built
     on the defaults. The run folder records what the run continued with."""
     run_dir = make_saved_run(tmp_path / "run", ent_coef=0.01)
-    argv = ["train", "--resume", str(run_dir), "--quiet", "--set", "ent_coef=0.0"]
+    argv = ["train", "--resume", str(run_dir), "--quiet", "--json", "--set", "ent_coef=0.0"]
     assert main([*argv, "--total-steps", "80", "--set", "compile=eager"]) == 0
     assert json.loads(capsys.readouterr().out)["total_steps"] == 80
     saved = load_toml(run_dir / "config.toml")

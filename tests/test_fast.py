@@ -291,10 +291,11 @@ def run_and_read(root: Path, monkeypatch, fast: bool) -> tuple[dict, dict]:
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir / "checkpoints")))
     tensors = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
     events = collections.defaultdict(list)
-    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+    for path in sorted(run_dir.rglob("events.out.tfevents.*")):  # and the policy/, value/ runs
+        run = "" if path.parent == run_dir else f" ({path.parent.name})"
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for v in event.summary.value:
-                events[v.tag].append((event.step, tf.make_ndarray(v.tensor)))
+                events[v.tag + run].append((event.step, tf.make_ndarray(v.tensor)))
     events.pop("charts/steps_per_second")  # wall clock
     return tensors, dict(events)
 

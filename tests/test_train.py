@@ -42,7 +42,7 @@ WALL_CLOCK = {
     "steady_steps_per_second",
     "first_update_seconds",
     "run_dir",
-    "first_env_step_time",
+    "first_env_step_seconds",
     "peak_rss_mb",
 }
 STEP_TAGS = (
