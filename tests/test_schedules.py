@@ -55,3 +55,24 @@ def test_agent_rate_at_update_k(schedule):
         assert agent.learning_rate() == pytest.approx(want, rel=1e-6)
         agent.train_step(obs, np.zeros(n, np.int32), ones, ones, ones)
     assert int(agent.policy_optimizer.iterations.numpy()) == 4
+
+
+def test_compiled_loop_schedules_inside_one_call_of_many_updates():
+    from rlnorm.compiled import make_tf_env
+    from rlnorm.compiled.loop import CompiledLoop
+
+    config = Config(
+        backend="compiled",
+        n_envs=4,
+        n_steps=8,
+        total_steps=3200,
+        hidden_sizes=(8,),
+        lr_schedule="linear",
+        diagnostics=False,
+    )
+    env = make_tf_env("CartPole-v1", config.n_envs)
+    agent = A2CAgent(config, env.observation_space, env.action_space)
+    loop = CompiledLoop(config, agent, env)
+    _, _, ran = loop.run(loop.initial_carry(0), tf.constant(5, tf.int32))
+    assert int(ran) == 5 and int(agent.value_optimizer.iterations.numpy()) == 5
+    assert agent.learning_rate() == pytest.approx(hand_lr(7e-4, 6, 32, 3200), rel=1e-6)
