@@ -1,13 +1,16 @@
-"""Pendulum-v1 (Box actions): rl-zoo's A2C entry (8 envs, n_steps 8, gamma 0.9, gae_lambda 0.9,
-vf_coef 0.4, ent_coef 0, max_grad_norm 0.5, RMSprop lr 7e-4, log_std_init -2, observations
-and rewards normalized). Two differences from rl-zoo: the learning rate is constant (zoo:
-linear decay to 0) and exploration is a plain state-independent Gaussian (zoo: gSDE). Actions
-are sampled unclipped and clipped to [-2, 2] at the env boundary. The reward (-16.3 ... 0 per
-step) is divided by the running std of the discounted return, so the critic's targets stay
-O(1) whatever the env's reward scale.
+"""Pendulum-v1 (Box actions): rl-zoo's tuned A2C entry, translated key for key: 8 envs,
+n_steps 8, gamma 0.9, gae_lambda 0.9, vf_coef 0.4, ent_coef 0, max_grad_norm 0.5, RMSprop
+(alpha 0.99, eps 1e-5), `lin_7e-4` (lr_schedule linear), gSDE (use_sde, a new exploration
+matrix once per rollout: sde_sample_freq -1, full_std), log_std_init -2, ortho_init false,
+observations and rewards normalized (VecNormalize, gamma 0.9), 1M steps.
 
-Expect slow progress: without gSDE, seed 0 went from a last-100 mean of about -1200 to -1066
-in 200k steps (log_std_init 0 or -1 did no better); rl-zoo's gSDE run reaches about -200 in 1M.
+What differs from SB3 and why: SB3 clips one gradient norm over both networks with one
+optimizer (grad_clip "global" here, the same arithmetic: RMSprop is per element); the
+networks are rlnorm's separate 64-64 tanh MLPs, which is SB3's default net_arch for A2C; the
+reward scaler and the observation normalizer are rlnorm's (checkpointed, exact float64
+statistics) instead of VecNormalize's. Without gSDE and the linear schedule (this recipe's
+earlier form) seed 0 was still near -1066 after 200k steps; measured figures with their
+commands are in benchmarks/results/zoo.md.
 
     python agents/pendulum.py [rlnorm train flags, e.g. --seed 1 --total-steps 200000]
 """
@@ -24,12 +27,18 @@ CONFIG = Config(
     n_steps=8,
     total_steps=1_000_000,
     learning_rate=7e-4,
+    lr_schedule="linear",
     gamma=0.9,
     gae_lambda=0.9,
     ent_coef=0.0,
     vf_coef=0.4,
     max_grad_norm=0.5,
+    grad_clip="global",
+    normalize_advantage=False,
+    use_sde=True,
+    sde_sample_freq=-1,
     log_std_init=-2.0,
+    ortho_init=False,
     norm_obs=True,
     norm_reward=True,
 )

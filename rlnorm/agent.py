@@ -69,6 +69,9 @@ class A2CAgent(tf.Module):
         self.normalizer, self.policy, self.value = build_networks(
             config, observation_space, action_space
         )
+        # PopArt's value-target statistics (rlnorm.popart), or None; the checkpoint holds them
+        # through the value network.
+        self.popart = self.value.popart
         self.policy_optimizer = make_optimizer(config, "policy_optimizer")
         self.value_optimizer = make_optimizer(config, "value_optimizer")
         # Build optimizer slots now: variables must not be created inside a traced function.
@@ -108,6 +111,9 @@ class A2CAgent(tf.Module):
         """The policy half of `forward`: (action, log_prob float32 [B]). The rollout samples with
         it and gets V(s_t) for all its steps from one batched value pass afterwards."""
         x = self.normalizer(obs) if normalized_obs is None else normalized_obs
+        if self.policy.use_sde:  # gSDE: new exploration matrices where the rollout is due
+            c = self.config
+            self.policy.resample_exploration(self.rng, c.n_steps, c.sde_sample_freq)
         dist = self.policy.distribution(obs, training=False, normalized_obs=x)
         action = dist.sample(self.rng)
         return action, dist.log_prob(action)
@@ -124,6 +130,8 @@ class A2CAgent(tf.Module):
         Shared by `gradient_step` and the diagnostics pass, so the diagnostics see exactly the
         update's forward pass. `records` ({"policy": dict, "value": dict}) collects activations.
         Returns (losses, dist, values, log_prob, grads); grads follow policy then value weights.
+        With PopArt the value loss is in normalized units (targets and head both normalized by
+        the statistics before this update); `values` are unnormalized either way.
         """
         c = self.config
         records = records or {"policy": None, "value": None}
@@ -132,13 +140,14 @@ class A2CAgent(tf.Module):
         with tf.GradientTape() as tape:
             dist = self.policy.distribution(obs, True, records["policy"], mask, normalized_obs=x)
             log_prob = dist.log_prob(actions)
-            values = self.value.value(obs, True, records["value"], mask, normalized_obs=x)
+            values = self.value.head_values(obs, True, records["value"], mask, normalized_obs=x)
+            targets = returns if self.popart is None else self.popart.normalize(returns)
             losses = a2c_loss(
                 log_prob,
                 dist.entropy(),
                 values,
                 advantages,
-                returns,
+                targets,
                 valid,
                 c.ent_coef,
                 c.vf_coef,
@@ -146,6 +155,8 @@ class A2CAgent(tf.Module):
             )
             total = losses["policy_total_loss"] + losses["value_total_loss"]
         grads = tape.gradient(total, self.policy.trainable_weights + self.value.trainable_weights)
+        if self.popart is not None:
+            values = self.popart.denormalize(values)
         return losses, dist, values, log_prob, grads
 
     def gradient_step(self, obs, actions, advantages, returns, valid):
@@ -161,9 +172,16 @@ class A2CAgent(tf.Module):
         )
         total = losses["policy_total_loss"] + losses["value_total_loss"]
         policy_grads, value_grads = grads[: len(policy_vars)], grads[len(policy_vars) :]
-        # One global-norm clip per network (the two never share a gradient scale).
-        policy_grads, policy_grad_norm = tf.clip_by_global_norm(policy_grads, c.max_grad_norm)
-        value_grads, value_grad_norm = tf.clip_by_global_norm(value_grads, c.max_grad_norm)
+        if c.grad_clip == "global":
+            # SB3: one optimizer over both networks, so ONE clip over all their gradients.
+            policy_grad_norm = tf.linalg.global_norm(policy_grads)
+            value_grad_norm = tf.linalg.global_norm(value_grads)
+            clipped, _ = tf.clip_by_global_norm(policy_grads + value_grads, c.max_grad_norm)
+            policy_grads, value_grads = clipped[: len(policy_vars)], clipped[len(policy_vars) :]
+        else:
+            # One global-norm clip per network (the two never share a gradient scale).
+            policy_grads, policy_grad_norm = tf.clip_by_global_norm(policy_grads, c.max_grad_norm)
+            value_grads, value_grad_norm = tf.clip_by_global_norm(value_grads, c.max_grad_norm)
         # A NaN/Inf loss or gradient skips the update, so the weights stay the last good ones
         # and the loop can save them before it stops (see train.raise_nonfinite_loss).
         finite = tf.reduce_all(
@@ -171,6 +189,11 @@ class A2CAgent(tf.Module):
         )
         self.policy_optimizer.apply(policy_grads, policy_vars, applied=finite)
         self.value_optimizer.apply(value_grads, value_vars, applied=finite)
+        if self.popart is not None:
+            # After the step, from an applied update's valid targets (as the observation
+            # normalizer merges): the head is rescaled so V(s) is unchanged.
+            keep = tf.logical_and(valid > 0, finite)
+            self.popart.update(returns, keep, self.value.head)
         metrics = dict(losses)
         metrics["update_applied"] = finite
         metrics.update(
@@ -180,6 +203,10 @@ class A2CAgent(tf.Module):
             log_prob=masked_mean(log_prob, valid),
         )
         return metrics
+
+    def learning_rate(self) -> float:
+        """The learning rate the next update uses (after `lr_schedule`), for the diagnostics."""
+        return float(self.policy_optimizer.scheduled_learning_rate())
 
     # -- the one place tf.function is applied ------------------------------------------------
     def _compile(self, mode: str) -> None:

@@ -82,6 +82,12 @@ def _env_id(value: str) -> str | None:
     return None
 
 
+def _sde_sample_freq(value: int) -> str | None:
+    if value == 0:
+        return "Config key 'sde_sample_freq' = 0: use -1 (once per rollout) or a step count >= 1."
+    return None
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting of a run. Each field is a `param`: doc, bounds and choices in its metadata,
@@ -132,6 +138,12 @@ class Config:
         1.0, "GAE(lambda); 1.0 gives n-step returns (SB3's A2C default).", ge=0.0, le=1.0
     )
     learning_rate: float = param(7e-4, "Learning rate of both optimizers.", gt=0.0)
+    lr_schedule: str = param(
+        "constant",
+        "`constant`, or `linear`: learning_rate * (1 - env steps done / total_steps), the steps "
+        "done counting the update's own rollout (SB3 / rl-zoo `lin_<lr>`).",
+        choices=("constant", "linear"),
+    )
     optimizer: str = param(
         "rmsprop",
         "`rmsprop` (PyTorch/SB3 form: eps outside the sqrt) or `adam`.",
@@ -147,6 +159,12 @@ class Config:
     vf_coef: float = param(0.5, "Value loss coefficient.", ge=0.0)
     max_grad_norm: float = param(
         0.5, "Global-norm gradient clip, applied separately to each network.", gt=0.0
+    )
+    grad_clip: str = param(
+        "per_network",
+        "`per_network`: max_grad_norm clips each network's gradient; `global`: ONE clip over "
+        "the policy and value gradients together (SB3's single optimizer).",
+        choices=("per_network", "global"),
     )
     normalize_advantage: bool = param(False, "Standardize advantages per update batch.")
     target_return: float | None = param(
@@ -179,6 +197,25 @@ class Config:
     log_std_init: float = param(
         0.0, "Initial log standard deviation of the Gaussian policy (Box actions)."
     )
+    ortho_init: bool = param(
+        True,
+        "Orthogonal init (SB3/CleanRL gains); false: PyTorch's nn.Linear default, as SB3's "
+        "ortho_init=False.",
+    )
+    use_sde: bool = param(
+        False,
+        "Box actions: generalized state-dependent exploration (gSDE, Raffin et al. 2021), noise "
+        "= policy features @ a sampled exploration matrix.",
+    )
+    sde_sample_freq: int = param(
+        -1,
+        "gSDE: sample a new exploration matrix every this many env steps (-1: once per rollout).",
+        ge=-1,
+        check=_sde_sample_freq,
+    )
+    full_std: bool = param(
+        True, "gSDE: one log-std per (feature, action) pair; false: one per feature."
+    )
 
     norm_obs: bool = param(
         True,
@@ -203,6 +240,12 @@ class Config:
         "Scaled rewards are clipped to [-reward_clip, reward_clip] (inf: no clip).",
         gt=0.0,
         allow_inf=True,
+    )
+    value_target_norm: str = param(
+        "none",
+        "`popart`: the value head learns normalized targets, its outputs preserved exactly as "
+        "the targets' statistics move (van Hasselt et al. 2016).",
+        choices=("none", "popart"),
     )
     nonfinite: str = param(
         "error",

@@ -20,6 +20,8 @@ from rlnorm.networks import check_action_space
 from rlnorm.normalizer import check_observation_space
 
 AUTORESET = {"same_step": AutoresetMode.SAME_STEP, "next_step": AutoresetMode.NEXT_STEP}
+# rlnorm's extras named after the Gymnasium env families they install (pyproject.toml).
+EXTRAS = ("box2d", "mujoco")
 
 
 class EnvError(ValueError):
@@ -228,7 +230,9 @@ def make_vec_env(
     try:
         envs = gym.make_vec(name, num_envs=n_envs, vectorization_mode=vectorization_mode, **kwargs)
     except gym.error.DependencyNotInstalled as e:  # e.g. MuJoCo envs without the extra
-        raise EnvError(f"Environment {env_id!r} needs an optional dependency: {e}") from None
+        extra = next((x for x in EXTRAS if f"envs.{x}" in str(spec.entry_point)), None)
+        fix = f"pip install 'rlnorm[{extra}]'" if extra else str(e).splitlines()[0]
+        raise EnvError(f"Environment {env_id!r} needs an optional dependency: {fix}") from None
     check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
     if episode_statistics:
         envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)

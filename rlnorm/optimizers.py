@@ -10,9 +10,10 @@ vector: the same float32 operations on each element in the same order, so the sa
 per variable; the skip is a select. Neither Keras nor TensorFlow offers a multi-tensor
 ("foreach") optimizer.
 
-They stay Keras optimizers, so the learning rate (a float or a schedule), `iterations` and
-checkpoint tracking are Keras': `build(variables)` once, then `apply(grads, variables,
-applied)`. The slots are flat float32 vectors over the weights in `build`'s order. Only public
+They stay Keras optimizers, so the learning rate, `iterations` and checkpoint tracking are
+Keras': `build(variables)` once, then `apply(grads, variables, applied)`. A schedule
+(`rlnorm.schedules`) multiplies the rate by a factor of `iterations`, in the graph, so the
+checkpoint holds the same variables whatever the schedule. The slots are flat float32 vectors over the weights in `build`'s order. Only public
 Keras API: `apply` keeps Keras' signature (plus `applied`) but replaces its per-variable loop,
 so Keras' clipnorm, EMA and gradient accumulation, which it would run, are not offered.
 """
@@ -23,11 +24,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rlnorm.schedules import lr_factor
+
 
 class FlatOptimizer(keras.optimizers.Optimizer):
     """Shared machinery: flatten, one `_flat_step`, select, split, assign."""
 
     slot_names: tuple[str, ...] = ()
+    lr_factor = None  # iterations -> float32 multiplier of the learning rate (rlnorm.schedules)
+
+    def scheduled_learning_rate(self) -> tf.Tensor:
+        """The rate the next step uses: learning_rate, times the schedule's factor if any."""
+        lr = tf.cast(self.learning_rate, tf.float32)
+        if self.lr_factor is None:
+            return lr
+        return lr * self.lr_factor(self.iterations)
 
     def build(self, variables):
         super().build(variables)
@@ -54,7 +65,7 @@ class FlatOptimizer(keras.optimizers.Optimizer):
             ],
             axis=0,
         )
-        lr = tf.cast(self.learning_rate, tf.float32)
+        lr = self.scheduled_learning_rate()
         old = [tf.convert_to_tensor(s) for s in self.slots]
         new, delta = self._flat_step(flat_grad, old, lr)
         if applied is not None:
@@ -121,10 +132,15 @@ class Adam(FlatOptimizer):
 
 def make_optimizer(config, name: str) -> FlatOptimizer:
     if config.optimizer == "rmsprop":
-        return RMSprop(
+        optimizer = RMSprop(
             learning_rate=config.learning_rate,
             rho=config.rms_decay,
             epsilon=config.optimizer_eps,
             name=name,
         )
-    return Adam(learning_rate=config.learning_rate, epsilon=config.optimizer_eps, name=name)
+    else:
+        optimizer = Adam(
+            learning_rate=config.learning_rate, epsilon=config.optimizer_eps, name=name
+        )
+    optimizer.lr_factor = lr_factor(config)
+    return optimizer

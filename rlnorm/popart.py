@@ -1,0 +1,106 @@
+"""PopArt (van Hasselt et al. 2016, "Learning values across many orders of magnitude"): the
+value head learns NORMALIZED targets, and whenever the targets' statistics move, the head's
+weights and bias are rescaled so the unnormalized outputs stay exactly what they were.
+
+    V(s) = std * (w . h(s) + b) + mean                 (h: the value net's last hidden layer)
+    after mean, std -> mean', std':
+        w' = w * std / std',   b' = (std * b + mean - mean') / std'
+    so std' * (w' . h + b') + mean' = std * (w . h + b) + mean for every h ("Preserving
+    Outputs Precisely"); the loss is (target_norm - head)^2 with target_norm = (R - mean') / std'
+    ("Adaptively Rescaling Targets").
+
+The statistics are the running mean and variance of every value target so far, float64,
+merged exactly with the observation normalizer's parallel formula (Chan, Golub & LeVeque
+1979), not the paper's exponential moving averages. They update once per update, AFTER its
+gradient step, from the update's valid targets (as the observation normalizer merges after the
+step): the update's loss, the diagnostics' pass over it and the acting values all see the same
+statistics. std is clipped to [1e-4, 1e6] (the bounds of Hessel et al. 2019's PopArt), so a
+batch of equal targets cannot blow the head's weights up by 1/sqrt(eps).
+
+The variables are Keras variables, listed in the value network's `non_trainable_weights` (so
+what saves and restores the network's state around a pass restores them too) and tracked by
+the checkpoint through the value network (`value.popart`, exposed as `A2CAgent.popart`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+STD_BOUNDS = (1e-4, 1e6)
+
+
+class PopArt(tf.Module):
+    """Running statistics of the value targets and the head rescaling that preserves outputs.
+
+    State (float64 [] each, non-trainable): `count`, `mean`, `var` (population variance).
+    """
+
+    def __init__(self, name: str = "popart"):
+        super().__init__(name=name)
+
+        def scalar(value, var_name):
+            return keras.Variable(
+                np.float64(value), dtype="float64", trainable=False, name=var_name
+            )
+
+        self.count = scalar(0.0, "count")
+        self.mean = scalar(0.0, "mean")
+        self.var = scalar(1.0, "var")
+
+    @property
+    def variables_list(self) -> list:
+        return [self.count, self.mean, self.var]
+
+    def std(self) -> tf.Tensor:
+        """float64 []: sqrt(var), clipped to STD_BOUNDS."""
+        return tf.clip_by_value(tf.sqrt(tf.convert_to_tensor(self.var)), *STD_BOUNDS)
+
+    def normalize(self, targets) -> tf.Tensor:
+        """float [N] -> float32 [N] = (targets - mean) / std, in float64 before the cast."""
+        mean = tf.convert_to_tensor(self.mean)
+        return tf.cast((tf.cast(targets, tf.float64) - mean) / self.std(), tf.float32)
+
+    def denormalize(self, head) -> tf.Tensor:
+        """The head's output float32 [N] -> unnormalized values float32 [N]."""
+        mean = tf.convert_to_tensor(self.mean)
+        return tf.cast(tf.cast(head, tf.float64) * self.std() + mean, tf.float32)
+
+    def update(self, targets, keep, head: keras.layers.Dense) -> None:
+        """Merge the `keep` rows (bool [N]) of `targets` (float [N]) into the statistics, then
+        rescale `head` (kernel [h, 1], bias [1]) so its unnormalized outputs do not change.
+
+        A weighted merge (weights 0/1) rather than boolean_mask: fixed shapes, so it compiles
+        with XLA too."""
+        old_mean, old_std = tf.convert_to_tensor(self.mean), self.std()
+        count, var = tf.convert_to_tensor(self.count), tf.convert_to_tensor(self.var)
+        x = tf.cast(targets, tf.float64)
+        w = tf.cast(keep, tf.float64)
+        n = tf.reduce_sum(w)
+        # The kept rows' two-pass moments, then ObservationNormalizer.update's exact merge.
+        batch_mean = tf.reduce_sum(w * x) / tf.maximum(n, 1.0)
+        batch_m2 = tf.reduce_sum(w * tf.square(x - batch_mean))
+        total = count + n
+        safe_total = tf.maximum(total, 1.0)
+        delta = batch_mean - old_mean
+        m2 = var * count + batch_m2 + tf.square(delta) * (count * n / safe_total)
+        has = n > 0  # no row kept: the statistics stay as they are
+        mean = tf.where(has, old_mean + delta * (n / safe_total), old_mean)
+        self.mean.assign(mean)
+        self.var.assign(tf.where(has, m2 / safe_total, var))
+        self.count.assign(total)
+        new_std = self.std()
+        kernel = tf.cast(head.kernel, tf.float64) * (old_std / new_std)
+        bias = (old_std * tf.cast(head.bias, tf.float64) + old_mean - mean) / new_std
+        head.kernel.assign(tf.cast(kernel, tf.float32))
+        head.bias.assign(tf.cast(bias, tf.float32))
+
+    def state_dict(self) -> dict[str, float]:
+        """The statistics as Python floats (diagnostics, tests)."""
+        return {
+            "count": float(self.count.numpy()),
+            "mean": float(self.mean.numpy()),
+            "var": float(self.var.numpy()),
+            "std": float(self.std().numpy()),
+        }

@@ -1,0 +1,97 @@
+"""PopArt (value_target_norm = "popart"): the value head's unnormalized outputs are preserved
+across statistics updates, the statistics equal NumPy's over every kept target, the value loss
+is in normalized units, and both env adapters train with it and checkpoint its statistics."""
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from test_train import checkpoint_value
+
+from rlnorm.agent import A2CAgent
+from rlnorm.checkpoint import Checkpointer
+from rlnorm.config import Config
+from rlnorm.loop import train
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+pytestmark = pytest.mark.filterwarnings("ignore:rlnorm scale alarm")  # tiny runs: expected
+
+
+def agent(**changes):
+    config = Config(hidden_sizes=(8, 8), value_target_norm="popart", diagnostics=False)
+    return A2CAgent(config.replace(**changes), OBS, gym.spaces.Discrete(2))
+
+
+def test_outputs_are_preserved_and_statistics_exact_over_masked_batches():
+    a = agent()
+    rng = np.random.default_rng(0)
+    head = a.value.head
+    head.kernel.assign(rng.normal(size=head.kernel.shape).astype(np.float32))
+    head.bias.assign(np.array([0.3], np.float32))
+    obs = rng.normal(size=(64, 3)).astype(np.float32)
+    kept = []
+    for scale, offset in ((1.0, 0.0), (1e3, -500.0), (1e-2, 7.0), (1e4, 1e4)):
+        targets = (rng.normal(size=40) * scale + offset).astype(np.float32)
+        keep = rng.random(40) < 0.8
+        before = a.value.value(obs).numpy()
+        a.popart.update(targets, keep, head)
+        after = a.value.value(obs).numpy()
+        np.testing.assert_allclose(after, before, rtol=2e-5, atol=1e-4 * np.abs(before).max())
+        kept.append(targets[keep].astype(np.float64))
+        every = np.concatenate(kept)
+        stats = a.popart.state_dict()
+        assert stats["count"] == every.size
+        np.testing.assert_allclose(stats["mean"], every.mean(), rtol=1e-12)
+        np.testing.assert_allclose(stats["var"], every.var(), rtol=1e-10)
+        assert stats["std"] == pytest.approx(np.clip(every.std(), 1e-4, 1e6), rel=1e-12)
+    # A batch with no kept row changes neither the statistics nor the outputs.
+    a.popart.update(np.full(40, 1e9, np.float32), np.zeros(40, bool), head)
+    assert a.popart.state_dict() == stats
+    np.testing.assert_allclose(a.value.value(obs).numpy(), after, rtol=1e-6)
+
+
+def test_value_loss_is_in_normalized_units_and_values_are_not():
+    a = agent(compile="eager")
+    a.popart.count.assign(50.0)
+    a.popart.mean.assign(-120.0)
+    a.popart.var.assign(900.0)
+    rng = np.random.default_rng(1)
+    n = 24
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    returns = (rng.normal(size=n) * 30 - 120).astype(np.float32)
+    ones = np.ones(n, np.float32)
+    losses, _, values, _, _ = a.loss_and_gradients(obs, np.zeros(n, np.int32), ones, returns, ones)
+    head = a.value.head_values(obs, training=True).numpy().astype(np.float64)
+    want = np.mean(((returns - -120.0) / 30.0 - head) ** 2)
+    assert float(losses["value_loss"]) == pytest.approx(want, rel=1e-5)
+    np.testing.assert_allclose(values.numpy(), head * 30.0 - 120.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["python", "compiled"])
+def test_both_adapters_train_and_checkpoint_the_statistics(tmp_path, backend):
+    config = Config(
+        backend=backend,
+        compile="graph",
+        n_envs=4,
+        n_steps=8,
+        total_steps=1024,
+        hidden_sizes=(16,),
+        value_target_norm="popart",
+        norm_reward=backend == "compiled",
+        log_every=512,
+        checkpoint_every=512,
+        diagnostics_every=512,
+        diagnostics=backend == "python",  # its pass restores the statistics it reads
+        runs_root=str(tmp_path),
+    )
+    trained = {}
+    summary = train(config, quiet=True, agent_callback=lambda a, _: trained.update(a=a))
+    stats = trained["a"].popart.state_dict()
+    assert stats["count"] == 1024  # every step of both adapters is a valid target here
+    run_dir = Path(summary["run_dir"])
+    assert checkpoint_value(run_dir, "value/popart/mean") == stats["mean"]
+    fresh = A2CAgent(config, trained["a"].observation_space, trained["a"].action_space)
+    Checkpointer(run_dir / "checkpoints", fresh).restore(partial=True)
+    assert fresh.popart.state_dict() == stats
+    np.testing.assert_array_equal(fresh.value.head.kernel.numpy(), trained["a"].value.head.kernel)
