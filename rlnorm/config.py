@@ -158,7 +158,7 @@ class Config:
     ent_coef: float = param(0.0, "Entropy bonus coefficient.", ge=0.0)
     vf_coef: float = param(0.5, "Value loss coefficient.", ge=0.0)
     max_grad_norm: float = param(
-        0.5, "Global-norm gradient clip, applied separately to each network.", gt=0.0
+        0.5, "Global-norm gradient clip (per network or over both: see grad_clip).", gt=0.0
     )
     grad_clip: str = param(
         "per_network",

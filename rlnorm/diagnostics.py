@@ -187,6 +187,8 @@ class ScaleDiagnostics:
         for w, value in zip(self.state, saved, strict=True):
             w.assign(value)
         t["policy/output"] = dist.logits if agent.policy.discrete else dist.mean
+        if not agent.policy.discrete:  # per row: gSDE's std depends on the state
+            t["policy/log_std_rows"] = dist.log_std
         t["value/output"] = values[:, None]
         n_policy = len(self.nets["policy"].trainable_weights)
         for k, (w, g) in enumerate(zip(weights, grads, strict=True)):
@@ -335,12 +337,13 @@ class ScaleDiagnostics:
             s["outputs/policy_entropy_fraction"] = s["outputs/policy_entropy"] / np.log(
                 out.shape[-1]
             )
-        else:
-            log_std = raw["log_std"].astype(np.float64)
-            s["outputs/policy_log_std_mean"] = float(log_std.mean())
+        else:  # the std of every row's Gaussian (one vector unless gSDE makes it per state)
+            log_std = raw["policy/log_std_rows"].astype(np.float64)
+            s["outputs/policy_log_std_mean"] = masked_mean(log_std.mean(-1), valid)
             s["outputs/policy_log_std_min"] = float(log_std.min())
             s["outputs/policy_log_std_max"] = float(log_std.max())
-            s["outputs/policy_entropy"] = float(np.sum(log_std + 0.5 * (1.0 + np.log(2 * np.pi))))
+            entropy = np.sum(log_std + 0.5 * (1.0 + np.log(2 * np.pi)), -1)
+            s["outputs/policy_entropy"] = masked_mean(entropy, valid)
         v = raw["value/output"][:, 0].astype(np.float64)
         r = batch["returns"]
         s["scale/value/output/mean"], value_std = masked_moments(v, valid)
@@ -391,7 +394,7 @@ class ScaleDiagnostics:
             if self.agent.policy.discrete:  # KL(train || infer) of the two categoricals
                 lp_t, lp_i = log_softmax(out), log_softmax(infer)
                 kl = np.sum(np.exp(lp_t) * (lp_t - lp_i), -1)
-            else:  # two Gaussians with the same (state-independent) std
+            else:  # two Gaussians with the same std (the training pass's, per row)
                 kl = np.sum(np.square(out - infer) / (2.0 * np.exp(2.0 * log_std)), -1)
             s["batchnorm/policy_kl_train_infer"] = masked_mean(kl, valid)
         if "value" in self.bn_nets:

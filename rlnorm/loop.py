@@ -71,6 +71,9 @@ SHAPE_FIELDS = (
     "norm_reward",
     "optimizer",
     "backend",
+    "use_sde",
+    "full_std",
+    "value_target_norm",
 )
 
 

@@ -101,3 +101,33 @@ def test_no_gradient_through_the_features_of_the_noise():
     grads = tape.gradient(entropy, hidden + [a.policy.log_std])
     assert all(g is None for g in grads[:-1])  # the entropy reaches log_std only
     assert grads[-1] is not None
+
+
+@pytest.mark.parametrize("policy_norm", ["none", "batch"])
+def test_diagnostics_read_gsde_per_row_std(tmp_path, policy_norm):
+    """The diagnostics' entropy is the mean over rows of gSDE's per-state Gaussian entropy
+    (scipy on the stds computed from the features), and the BatchNorm train/infer KL works
+    with state-dependent stds."""
+    from rlnorm.diagnostics import ScaleDiagnostics
+
+    a = agent(policy_norm=policy_norm)
+    rng = np.random.default_rng(3)
+    n = 16
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    batch = (
+        obs,
+        rng.normal(size=(n, 2)).astype(np.float32),
+        rng.normal(size=n).astype(np.float32),
+        rng.normal(size=n).astype(np.float32),
+        np.ones(n, np.float32),
+    )
+    dist = a.policy.distribution(obs, training=True)
+    want = stats.norm.entropy(dist.mean.numpy(), dist.std.numpy()).sum(axis=1).mean()
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    diagnostics = ScaleDiagnostics(a, writer, a.config)
+    diagnostics.before_update(10, *batch)
+    diagnostics.after_update(10, {})
+    got = diagnostics.last
+    np.testing.assert_allclose(got["outputs/policy_entropy"], want, rtol=1e-4)
+    if policy_norm == "batch":
+        assert np.isfinite(got["batchnorm/policy_kl_train_infer"])
