@@ -92,11 +92,11 @@ def regress(
 
 
 def load_config(what: str | Path, overrides: dict) -> config_lib.Config:
-    from rlnorm.cli import is_recipe
+    """A .toml file through `load_toml`, anything else as a recipe (name or .py file)."""
     from rlnorm.recipes import load_recipe
 
-    what = str(what)
-    config = load_recipe(what) if is_recipe(what) else config_lib.load_toml(what)
+    toml = Path(what).suffix == ".toml"
+    config = config_lib.load_toml(what) if toml else load_recipe(str(what))
     return config_lib.from_dict(overrides, config)
 
 
