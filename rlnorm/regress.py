@@ -69,7 +69,12 @@ def regress(
         raise ModuleNotFoundError("--plot needs matplotlib: pip install 'rlnorm[plots]'")
     config = load_config(what, overrides or {})
     seed_list = list(range(seed_start, seed_start + seeds))
-    baseline = Path(baseline) if baseline else BASELINE_DIR / f"{config.agent}.json"
+    named, baseline = baseline, Path(baseline or BASELINE_DIR / f"{config.agent}.json")
+    stored = None if update_baseline or not baseline.is_file() else load_baseline(baseline)
+    if named and not update_baseline and stored is None:
+        raise FileNotFoundError(f"No baseline {str(baseline)!r}; make one with --update-baseline.")
+    if stored is not None:  # before the training, not after it
+        check_comparable(stored, config.total_steps, config.target_return)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out) if out else Path("runs") / "regress" / f"{config.agent}__{stamp}"
     command = command_line(what, seeds, seed_start, overrides, update_baseline)
@@ -79,15 +84,15 @@ def regress(
         write_baseline(baseline, report, config)
         report["verdict"] = "baseline written"
         report["baseline"] = str(baseline)
-    elif baseline.is_file():
-        report.update(compare(report, config, load_baseline(baseline)))
+    elif stored is not None:
+        report.update(compare(report, config, stored))
         report["baseline"] = str(baseline)
     else:
         report["verdict"] = "no baseline"
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=1))
     if plot:
-        plot_curves(report, load_baseline(baseline) if baseline.is_file() else None, plot)
+        plot_curves(report, stored, plot)
     return report
 
 
@@ -203,16 +208,7 @@ def build_report(config, summaries: list[dict], command: str, out: str) -> dict:
 # -- baselines and the verdict -------------------------------------------------------------------
 def compare(report: dict, config, baseline: dict) -> dict:
     """P(new better than baseline) with its CI for every metric, and the verdict on the primary."""
-    if (baseline["total_steps"], baseline["target_return"]) != (
-        report["total_steps"],
-        report["target_return"],
-    ):
-        raise ValueError(
-            f"The baseline was made with total_steps {baseline['total_steps']} and "
-            f"target_return {baseline['target_return']}; this run has {report['total_steps']} "
-            f"and {report['target_return']}. Censored steps are comparable only at one budget: "
-            f"add --set total_steps={baseline['total_steps']}."
-        )
+    check_comparable(baseline, report["total_steps"], report["target_return"])
     poi = {}
     for m in METRICS:
         new, old = oriented(m, report["metrics"][m]), oriented(m, baseline["metrics"][m])
@@ -228,6 +224,16 @@ def compare(report: dict, config, baseline: dict) -> dict:
         if k not in RUN_KEYS and k in theirs and theirs[k] != v
     )
     return {"probability_of_improvement": poi, "verdict": verdict, "config_differs": differs}
+
+
+def check_comparable(baseline: dict, total_steps: int, target_return) -> None:
+    if (baseline["total_steps"], baseline["target_return"]) != (total_steps, target_return):
+        raise ValueError(
+            f"The baseline was made with total_steps {baseline['total_steps']} and "
+            f"target_return {baseline['target_return']}; this run has {total_steps} and "
+            f"{target_return}. Censored steps are comparable only at one budget and target: "
+            f"add --set total_steps={baseline['total_steps']}."
+        )
 
 
 def load_baseline(path: str | Path) -> dict:

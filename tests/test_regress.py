@@ -139,6 +139,15 @@ def test_regress_end_to_end(tmp_path, capsys):
     assert f"verdict: {report['verdict']}" in capsys.readouterr().out
 
 
+def test_a_missing_or_incomparable_baseline_stops_before_training(tmp_path, capsys, config):
+    missing = ["regress", "cartpole", "--baseline", str(tmp_path / "none.json")]
+    assert main(missing) == 2
+    assert "--update-baseline" in capsys.readouterr().err
+    rg.write_baseline(tmp_path / "b.json", report_with([300] * 2, config), config)
+    assert main(["regress", "cartpole", "--baseline", str(tmp_path / "b.json")]) == 2
+    assert "add --set total_steps=1000" in capsys.readouterr().err
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     find_spec = rg.importlib.util.find_spec
     monkeypatch.setattr(
