@@ -301,9 +301,10 @@ def format_report(report: dict) -> str:
         f"  {'metric':<16} {'IQM [95% CI]':<30} {'median [95% CI]':<30}",
     ]
     for m, a in report["aggregates"].items():
+        spec = ",.1f" if METRICS[m] else ",.0f"  # steps as whole numbers
         lines.append(
-            f"  {m:<16} {_with_ci(a['iqm'], a['iqm_ci']):<30} "
-            f"{_with_ci(a['median'], a['median_ci']):<30}"
+            f"  {m:<16} {_with_ci(a['iqm'], a['iqm_ci'], spec):<30} "
+            f"{_with_ci(a['median'], a['median_ci'], spec):<30}"
         )
     if "probability_of_improvement" in report:
         lines.append(f"  vs {report['baseline']}: P(new better than baseline) [95% CI]")
