@@ -52,7 +52,8 @@ def test_batch_renorm_is_not_worse_than_its_baseline_with_small_train_infer_kl(t
         quiet=True,
     )
     kl = [logged_scalar(tmp_path / f"seed{s}", KL_TAG) for s in report["seeds"]]
-    print(f"\n{format_report(report)}\ntrain/infer KL mean per seed: {[np.mean(k) for k in kl]}")
+    means = ", ".join(f"{np.mean(k):.1e}" for k in kl)
+    print(f"\n{format_report(report)}\ntrain/infer KL mean per seed: {means}")
     assert report["config_differs"] == []
     assert report["verdict"] in ("pass", "improved"), format_report(report)
     assert all(len(k) >= 2 for k in kl)  # the diagnostics ran on every seed (every 10k steps)
