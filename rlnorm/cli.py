@@ -7,6 +7,7 @@ rlnorm export RUN_DIR OUT_DIR
 rlnorm config [--recipe NAME]
 rlnorm doctor RUN_DIR
 rlnorm sweep SWEEP.toml [--out DIR] [--address ADDR] | rlnorm sweep --resume SWEEP_DIR
+rlnorm regress RECIPE --seeds N [--set key=value] [--baseline FILE | --update-baseline] ...
 
 A bare `rlnorm train` trains the default recipe (agents/cartpole.py, like `make train`);
 `rlnorm train --env ID` without a recipe or config file starts from the defaults
@@ -37,7 +38,7 @@ TRAIN_FLAGS = {
     "--run-dir": "run_dir",
     "--backend": "backend",
 }
-NEEDS_TENSORFLOW = ("train", "eval", "export", "doctor")
+NEEDS_TENSORFLOW = ("train", "eval", "export", "doctor", "regress")
 NO_TENSORFLOW = "TensorFlow is not installed: pip install 'rlnorm[cpu]' (or 'rlnorm[gpu]')."
 
 
@@ -179,7 +180,32 @@ def make_parser() -> argparse.ArgumentParser:
         "else a local Ray for the sweep)",
     )
     p.add_argument("--resume", metavar="SWEEP_DIR", help="rerun the unfinished trials of a sweep")
+    add_regress_arguments(sub)
     return parser
+
+
+def add_regress_arguments(sub) -> None:
+    p = sub.add_parser(
+        "regress",
+        help="train on many seeds; IQM with CIs, judged against a stored baseline",
+        description="Train CONFIG on seeds K..K+N-1 in parallel and report IQM and median with "
+        "95%% stratified-bootstrap CIs of steps to the target (censored at the budget), final "
+        "return and return-curve area; against the baseline, P(new better) with its CI and a "
+        "verdict: pass / improved (exit 0) or regressed (exit 1). See docs/regression.md.",
+    )
+    p.add_argument("config", help="a recipe name, a recipe .py file or a TOML config")
+    p.add_argument("--seeds", type=int, default=16, help="how many seeds (default 16)")
+    p.add_argument("--seed-start", type=int, default=0, help="the first seed (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--baseline", metavar="FILE", help="default: benchmarks/baselines/<agent>.json")
+    p.add_argument(
+        "--update-baseline", action="store_true", help="write the baseline instead of comparing"
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--out", metavar="DIR", help="default: runs/regress/<agent>__<time>/")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot the return curves (rlnorm[plots])")
+    p.add_argument("--quiet", action="store_true", help="no line per finished seed")
 
 
 def main(argv: list[str] | None = None, base_config: config_lib.Config | None = None) -> int:
@@ -294,6 +320,29 @@ def run_command(args, base_config) -> int:
         except KeyboardInterrupt:  # results and the resume command are printed already
             return 130
         return 0 if all(r["status"] == "done" for r in rows) else 1
+    if args.command == "regress":
+        from rlnorm.regress import format_report, regress
+
+        overrides = dict(config_lib.parse_override(item) for item in args.set or [])
+        try:
+            report = regress(
+                args.config,
+                seeds=args.seeds,
+                seed_start=args.seed_start,
+                overrides=overrides,
+                baseline=args.baseline,
+                update_baseline=args.update_baseline,
+                workers=args.workers,
+                out=args.out,
+                json_out=args.json,
+                plot=args.plot,
+                quiet=args.quiet,
+            )
+        except ModuleNotFoundError as e:
+            print(f"rlnorm regress: error: {e}", file=sys.stderr)
+            return 2
+        print(format_report(report))
+        return 1 if report["verdict"] == "regressed" else 0
     raise AssertionError(args.command)
 
 
