@@ -248,7 +248,7 @@ class Checkpointer:
                 status.assert_existing_objects_matched()
         except MISMATCH as e:
             # TF names the variable but not the cause: the config is checked before this
-            # (train.SHAPE_FIELDS), so what is left is an edited config or another layout.
+            # (lifecycle.SHAPE_FIELDS), so what is left is an edited config or another layout.
             drift = config_drift(self.directory)
             if drift:
                 raise CheckpointMismatchError(
