@@ -58,14 +58,21 @@ def read_events(run_dir: str | Path) -> tuple[dict, dict]:
     return scalars, texts
 
 
+# Event files found damaged by `_events` (path -> what TensorFlow said), for the report.
+DAMAGED: dict[str, str] = {}
+
+
 def _events(tf, path: Path):
     """The Event protos of one event file, through public TensorFlow API; a record still being
-    written (a run that is training) ends the file early instead of failing."""
+    written (a run that is training) ends the file early instead of failing, and so does a
+    corrupt record, which is noted in DAMAGED for the report to name."""
     try:
         for record in tf.data.TFRecordDataset(str(path)):
             yield tf.compat.v1.Event.FromString(record.numpy())
-    except tf.errors.DataLossError:
-        return
+    except tf.errors.DataLossError as e:
+        if "truncated record" not in e.message:  # a CRC mismatch or garbage, not a write
+            found = re.search(r"(corrupted record at \d+|[a-z ]*record[^\[]*)", e.message)
+            DAMAGED[str(path)] = found.group(1).strip() if found else "unreadable record"
 
 
 def _fmt(x: float | None) -> str:
@@ -151,10 +158,13 @@ def report(run_dir: str | Path) -> tuple[str, bool]:
     from rlnorm.alarms import value_return_ratios
 
     run_dir = Path(run_dir)
+    DAMAGED.clear()
     scalars, texts = read_events(run_dir)
     series = diagnostics_series(run_dir)
     config = _config(run_dir)
     lines = [f"Scale health of {run_dir}"]
+    for path, what in sorted(DAMAGED.items()):
+        lines.append(f"  WARN  event file {path} is corrupt ({what}): read up to that point only")
     lines.append(
         "  "
         + ", ".join(

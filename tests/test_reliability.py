@@ -391,3 +391,43 @@ def test_export_to_a_file_is_one_line(finished_run, tmp_path, capsys):
     assert main(["export", str(finished_run), str(target)]) == 2
     err = capsys.readouterr().err
     assert "it is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_a_full_disk_at_an_event_write_is_one_line(tmp_path, capsys, monkeypatch):
+    """TensorBoard's writer reports a full disk when it writes; the CLI prints it as one line."""
+    from rlnorm import _fast
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "events"))
+
+    monkeypatch.setattr(_fast, "write_summaries", full)
+    argv = ["train", "--env", "CartPole-v1", "--quiet", "--set", f"runs_root={tmp_path}"]
+    assert main([*argv, "--total-steps", "400", "--set", "diagnostics=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlnorm train: error: No space left on device: ") and err.count("\n") == 1
+
+
+def test_an_unreadable_toml_file_is_named(tmp_path, monkeypatch):
+    """Root reads every file, so the permission error is injected where the file is read."""
+    from rlnorm.config import load_toml
+
+    path = tmp_path / "c.toml"
+    path.write_text("gamma = 0.9\n")
+
+    def denied(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match="c.toml' cannot be read: Permission denied"):
+        load_toml(path)
+
+
+def test_doctor_names_a_corrupt_event_file(finished_run, capsys):
+    (events,) = finished_run.glob("events.out.tfevents.*")
+    data = bytearray(events.read_bytes())
+    for i in range(200, len(data), 97):  # flip bytes after the first records
+        data[i] ^= 0xFF
+    events.write_bytes(bytes(data))
+    main(["doctor", str(finished_run)])
+    out = capsys.readouterr().out
+    assert f"event file {events} is corrupt (corrupted record at" in out
