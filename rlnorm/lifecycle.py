@@ -109,6 +109,7 @@ def stop_on_signal(grace_seconds: float = 30.0):
         yield flag
     finally:
         done.set()
+        writer.send(b"\0")  # wake the watcher's select now (not a signal number)
         watcher.join()
         signal.set_wakeup_fd(old_fd)
         for s, h in previous.items():
