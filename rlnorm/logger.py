@@ -276,5 +276,6 @@ def human_summary(summary: dict) -> str:
         lines.append("  Scale alarms fired: none.")
     run_dir = summary["run_dir"]
     lines.append(f"  Run folder: {run_dir}")
-    lines.append(f"  tensorboard --logdir {run_dir}    rlnorm doctor {run_dir}")
+    lines.append(f"  Look at it: tensorboard --logdir {run_dir}")
+    lines.append(f"  Check it:   rlnorm doctor {run_dir}")
     return "\n".join(lines)
