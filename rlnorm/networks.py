@@ -182,8 +182,10 @@ class Network(tf.Module):
         mask=None,
         normalized_obs=None,
     ) -> tf.Tensor:
-        """The last hidden layer's output float32 [B, latent_dim] (the head's input). `training` selects BatchNorm's batch statistics (the update) or moving
-        statistics (acting, bootstrapping, evaluation). If `record` is a dict, it is filled with
+        """The last hidden layer's output float32 [B, latent_dim] (the head's input).
+
+        `training` selects BatchNorm's batch statistics (the update) or moving statistics
+        (acting, bootstrapping, evaluation). If `record` is a dict, it is filled with
         the hidden activations (`layer{i}/pre_norm`, `layer{i}/post_norm`, `layer{i}/out`) and the
         normalized input, for the diagnostics (no cost when None). `mask` (bool [B]) keeps
         masked rows out of the BatchNorm norms' batch statistics in training mode.
