@@ -344,25 +344,18 @@ def write_results(out: Path, rows: list[dict], grid_keys: list[str]) -> None:
 
 
 def aggregate(values) -> tuple[float, float, float]:
-    """(IQM, 95% CI low, high) over seeds: the 25%-trimmed mean and a percentile bootstrap of
-    it (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice"). One value:
-    no interval (NaN). The table's only statistic, in one place so a shared one can replace it."""
+    """(IQM, 95% CI low, high) over seeds, the regression harness's statistics (`rlnorm.stats`:
+    25%-trimmed mean, percentile bootstrap; Agarwal et al. 2021). One value: no interval (NaN)."""
     import numpy as np
-    from scipy import stats
+
+    from rlnorm import stats
 
     x = np.asarray(values, np.float64)
-    iqm = float(stats.trim_mean(x, 0.25))
+    iqm = float(stats.iqm(x))
     if x.size < 2:
         return iqm, math.nan, math.nan
-    ci = stats.bootstrap(
-        (x,),
-        lambda s, axis: stats.trim_mean(s, 0.25, axis=axis),
-        n_resamples=2000,
-        confidence_level=0.95,
-        method="percentile",
-        random_state=0,
-    ).confidence_interval
-    return iqm, float(ci.low), float(ci.high)
+    lo, hi = stats.stratified_bootstrap_ci(x, stats.iqm)
+    return iqm, float(lo), float(hi)
 
 
 def _cell(values: list[float]) -> str:
