@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from rlnorm import _fast
-from rlnorm.losses import a2c_loss, explained_variance, masked_mean
+from rlnorm.a2c import a2c_loss, explained_variance, masked_mean
 from rlnorm.networks import build_networks
 from rlnorm.optimizers import make_optimizer
 

@@ -31,9 +31,9 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from rlnorm import _fast
+from rlnorm.a2c import compute_gae, next_state_values
 from rlnorm.agent import compile_function
 from rlnorm.envs import autoreset_mode_of
-from rlnorm.returns import compute_gae, next_state_values
 from rlnorm.rollout import Rollout, RolloutCollector
 
 

@@ -16,12 +16,12 @@ import pytest
 import tensorflow as tf
 from test_train import SUMMARY_KEYS, WALL_CLOCK, checkpoint_value, read_events
 
+from rlnorm.a2c import compute_gae
 from rlnorm.agent import A2CAgent
 from rlnorm.compiled import make_tf_env
 from rlnorm.compiled.loop import RECENT, CompiledLoop, push_recent
 from rlnorm.config import Config, ConfigError, load_toml
 from rlnorm.loop import train
-from rlnorm.returns import compute_gae
 
 SHORT = dict(
     backend="compiled",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rlnorm.returns import compute_gae, next_state_values
+from rlnorm.a2c import compute_gae, next_state_values
 
 
 def random_rollout(seed: int, n_steps: int, n_envs: int):

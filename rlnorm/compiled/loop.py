@@ -38,9 +38,9 @@ import gymnasium as gym
 import tensorflow as tf
 
 from rlnorm import config as config_lib
+from rlnorm.a2c import compute_gae, next_state_values
 from rlnorm.agent import A2CAgent, compile_function
 from rlnorm.compiled import SUPPORTED_ENV_IDS, EnvState, TFVecEnv, make_tf_env
-from rlnorm.returns import compute_gae, next_state_values
 from rlnorm.update import Batch, UpdateOutput  # valid is all ones here (SAME_STEP autoreset)
 
 RECENT = 100  # episodes in mean_return_last_100
