@@ -1,39 +1,22 @@
 """Walker2d-v5 (MuJoCo, 17-d observations, 6-d Box actions): rl-zoo's A2C MuJoCo entry (written
-for Walker2d-v4), translated key for key: observations and rewards normalized, 1M steps, and
-SB3's A2C defaults for everything else: ONE env, n_steps 5, RMSprop lr 7e-4 constant, gamma
-0.99, gae_lambda 1.0, ent_coef 0, vf_coef 0.5, max_grad_norm 0.5 over both networks at once
-(grad_clip "global"), a state-independent Gaussian with log_std_init 0, orthogonal init.
-
-What differs: v5 instead of v4 (the current MuJoCo envs); rlnorm's normalizer and reward
-scaler stand in for VecNormalize. One env steps slowly from Python (a compiled call per 5
-steps): `--n-envs 8` trains ~8x the steps per call, with 8x the batch, which is not the zoo's
-setting. Needs the MuJoCo extra:
+for Walker2d-v4), the same entry as Hopper's, so this recipe is agents/hopper.py with another
+env: observations and rewards normalized, 1M steps, SB3's A2C defaults otherwise (one env,
+n_steps 5, RMSprop 7e-4, one gradient clip over both networks). What differs from the zoo and
+why: see agents/hopper.py. Needs the MuJoCo extra:
 
     pip install 'rlnorm[mujoco]'
     python agents/walker2d.py [rlnorm train flags, e.g. --seed 1]
 """
 
 import sys
+from pathlib import Path
 
 from rlnorm.cli import main
-from rlnorm.config import Config
+from rlnorm.recipes import load_recipe
 
-CONFIG = Config(
-    agent="walker2d",
-    env_id="Walker2d-v5",
-    n_envs=1,
-    n_steps=5,
-    total_steps=1_000_000,
-    learning_rate=7e-4,
-    gamma=0.99,
-    gae_lambda=1.0,
-    ent_coef=0.0,
-    vf_coef=0.5,
-    max_grad_norm=0.5,
-    grad_clip="global",
-    norm_obs=True,
-    norm_reward=True,
-)
+HOPPER = load_recipe(Path(__file__).with_name("hopper.py"))  # rl-zoo's one MuJoCo A2C entry
+
+CONFIG = HOPPER.replace(agent="walker2d", env_id="Walker2d-v5")
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]], base_config=CONFIG))
