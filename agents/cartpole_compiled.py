@@ -52,6 +52,7 @@ CONFIG = Config(
     log_every=65_536,
     checkpoint_every=1_000_000,
     diagnostics=False,
+    value_target_norm="none",  # as agents/cartpole.py
 )
 
 if __name__ == "__main__":

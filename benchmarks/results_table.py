@@ -1,4 +1,4 @@
-"""docs/results.md: IQM and median with 95% stratified-bootstrap CIs for the CartPole recipes,
+"""docs/results.md's CartPole section: IQM and median with 95% stratified-bootstrap CIs for the CartPole recipes,
 each row one `rlnorm regress` (rlnorm/regress.py) on the same seeds and budget.
 
     python benchmarks/results_table.py --seeds 8 [--update-baselines] [--out docs/results.md]
@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
+
+from doc_sections import replace_section
 
 from rlnorm.regress import format_report, regress
 
@@ -66,8 +67,6 @@ def main() -> int:
         commands.append(report["command"].replace(" --update-baseline", ""))
     seeds = f"{args.seed_start}..{args.seed_start + args.seeds - 1}"
     lines = [
-        "# Results: the CartPole recipes over seeds",
-        "",
         f"CartPole-v1, {args.seeds} seeds ({seeds}) per recipe, budget 300,000 env steps, target",
         "last-100 mean return 475 (a run stops there). Interquartile mean (IQM) with its 95%",
         "stratified-bootstrap CI (10,000 resamples, percentile method); an unsolved run counts",
@@ -92,8 +91,7 @@ def main() -> int:
         + "`.",
         "",
     ]
-    Path(args.out).write_text("\n".join(lines))
-    print(f"-> {args.out}")
+    replace_section(args.out, "cartpole-recipes", "\n".join(lines))
     return 0
 
 
