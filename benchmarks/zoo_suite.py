@@ -246,10 +246,11 @@ def table(args) -> None:
         if (RESULTS / "speed.json").exists()
         else {}
     )
-    rows = []
+    rows, commands = [], []
     for mine in sorted(RESULTS.glob("*__rlnorm.json")):
         recipe, steps, _ = mine.name.split("__")
         report = json.loads(mine.read_text())
+        commands.append(report["command"])
         env_id = report["env_id"]
         ref, ref_steps = ZOO_REFERENCE.get(env_id, (None, None))
         ours = cell(report["metrics"]["final_return"])
@@ -274,7 +275,16 @@ def table(args) -> None:
         "[95% CI] (seeds) | rl-zoo A2C | rlnorm steps/s | SB3 steps/s | ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    replace_section(Path(args.doc), "zoo-suite", "\n".join(header + rows))
+    footer = [
+        "",
+        "rlnorm's column, one `rlnorm regress` per row (per-seed values in",
+        "`benchmarks/results/zoo/<recipe>__<budget>__rlnorm.json`):",
+        "",
+        "```",
+        *commands,
+        "```",
+    ]
+    replace_section(Path(args.doc), "zoo-suite", "\n".join(header + rows + footer))
 
 
 def main() -> None:
