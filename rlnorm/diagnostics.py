@@ -22,6 +22,7 @@ Tags, mirrored so that `scale/(policy|value)/...` puts both networks on one char
       policy_log_std_{mean,min,max} (Box), policy_entropy.
   normalizer/: {raw,normalized}_obs_{mean,std}, normalized_obs_std_{min,max} (over features),
       clip_fraction, count, min_running_var(_feature); running_{mean,var} (histograms).
+  popart/target_{mean,std}: PopArt's value-target statistics (value_target_norm = "popart").
   batchnorm/{net}/layer{i}/mean_gap(_max): |moving mean - batch mean| / sqrt(moving var + eps),
       mean (max) over units; var_ratio: mean of (batch var + eps) / (moving var + eps);
       policy_kl_train_infer: KL(policy training mode || inference mode); value_gap:
@@ -174,7 +175,13 @@ class ScaleDiagnostics:
         t = {"obs_encoded": agent.normalizer.encode(obs)}
         # 1. Inference mode (the acting networks), needed only where it differs: BatchNorm.
         for n in self.bn_nets:
-            t[f"{n}/output_infer"] = self.nets[n](obs, training=False)
+            out = self.nets[n](obs, training=False)
+            if n == "value" and agent.popart is not None:  # in the training pass's units
+                out = agent.popart.denormalize(out[:, 0])[:, None]
+            t[f"{n}/output_infer"] = out
+        if agent.popart is not None:  # the statistics this update's targets are scaled by
+            t["popart/target_mean"] = tf.convert_to_tensor(agent.popart.mean)
+            t["popart/target_std"] = agent.popart.std()
         # 2. Training mode: the update's own loss and gradients (A2CAgent.loss_and_gradients). A training-mode
         #    BatchNorm call assigns its moving statistics: save them first, restore them after
         #    (exact, and ~1k floats); automatic control dependencies keep this order in a graph.
@@ -372,6 +379,9 @@ class ScaleDiagnostics:
             float(np.mean(np.abs(unclipped) > norm.clip)) if norm.enabled else 0.0
         )
         s["normalizer/count"] = float(state["count"])
+        if "popart/target_mean" in raw:  # PopArt: what the value head's outputs are scaled by
+            s["popart/target_mean"] = float(raw["popart/target_mean"])
+            s["popart/target_std"] = float(raw["popart/target_std"])
         s["normalizer/min_running_var"] = float(state["var"].min())
         s["normalizer/min_running_var_feature"] = float(np.argmin(state["var"]))
         for k in range(min(self.config.normalizer_features_logged, state["mean"].size)):

@@ -703,3 +703,33 @@ def test_training_is_identical_with_diagnostics_on_or_off(tmp_path):
     assert weights[True].keys() == weights[False].keys()
     for name, value in weights[False].items():
         np.testing.assert_array_equal(weights[True][name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("value_norm", ["none", "batch"])
+def test_popart_runs_show_values_in_return_units_and_the_target_statistics(tmp_path, value_norm):
+    """Under PopArt the head is normalized; the diagnostics denormalize it by hand-set
+    statistics (mean -120, std 30), so V(s), the value/return scale ratio and the BatchNorm
+    value gap are in the returns' units, and the statistics themselves are written."""
+    config = make_config(value_target_norm="popart", value_norm=value_norm)
+    agent = make_agent(config, DISCRETE)
+    set_normalizer(agent)
+    agent.popart.count.assign(50.0)
+    agent.popart.mean.assign(-120.0)
+    agent.popart.var.assign(900.0)
+    batch = make_batch(DISCRETE)
+    obs, _, _, ret, valid = batch
+    z, _ = np_normalize(agent, obs)
+    head_train = np_forward(agent.value, z, "tanh", "train", valid > 0)[2][:, 0]
+    v = head_train * 30.0 - 120.0
+
+    got, _ = run_diagnostics(agent, config, tmp_path / "run", batch, train=False)
+    assert got["popart/target_mean"] == approx(-120.0)
+    assert got["popart/target_std"] == approx(30.0)
+    v_mean, v_std = masked(v, valid)
+    assert got["scale/value/output/mean"] == approx(v_mean, 1e-3)
+    r_std = masked(ret.astype(np.float64), valid)[1]
+    assert got["outputs/value_return_std_ratio"] == approx(v_std / r_std, 1e-3)
+    if value_norm == "batch":
+        head_infer = np_forward(agent.value, z, "tanh", "infer")[2][:, 0]
+        gap = np.abs(head_train - head_infer) * 30.0  # the same gap, in return units
+        assert got["batchnorm/value_gap"] == approx(np.sum(gap * valid) / valid.sum() / r_std, 1e-3)
