@@ -33,6 +33,7 @@ CONFIG = Config(
     max_grad_norm=0.5,
     target_return=475.0,
     vectorization_mode="vector_entry_point",
+    obs_epsilon=1e-8,  # VecNormalize's epsilon
     value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 

@@ -52,6 +52,7 @@ CONFIG = Config(
     log_every=65_536,
     checkpoint_every=1_000_000,
     diagnostics=False,
+    obs_epsilon=1e-8,  # as agents/cartpole.py
     value_target_norm="none",  # as agents/cartpole.py
 )
 

@@ -32,6 +32,7 @@ CONFIG = Config(
     grad_clip="global",
     norm_obs=False,
     norm_reward=False,
+    obs_epsilon=1e-8,  # VecNormalize's epsilon
     value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 

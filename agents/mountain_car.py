@@ -30,6 +30,7 @@ CONFIG = Config(
     grad_clip="global",
     norm_obs=True,
     norm_reward=True,
+    obs_epsilon=1e-8,  # VecNormalize's epsilon
     value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 

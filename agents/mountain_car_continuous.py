@@ -36,6 +36,7 @@ CONFIG = Config(
     ortho_init=False,
     norm_obs=True,
     norm_reward=True,
+    obs_epsilon=1e-8,  # VecNormalize's epsilon
     value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 

@@ -222,6 +222,7 @@ def speed(args) -> None:
             "env_id": settings["env_id"],
             "steps": args.steps,
             "rlnorm": med([m["steps_per_second"] for m in mine]),
+            "rlnorm_steady": med([m["steady_steps_per_second"] for m in mine]),
             "sb3": med([t["steps_per_second"] for t in theirs]),
         }
         print(recipe, out[recipe], flush=True)

@@ -229,7 +229,11 @@ class Config:
         allow_inf=True,
     )
     obs_epsilon: float = param(
-        1e-8, "Added to the running variance before the square root.", gt=0.0
+        1e-20,
+        "Added to the running variance before the square root. Far below any real feature's "
+        "variance, so the normalizer ignores the observations' units (VecNormalize's 1e-8 "
+        "shrinks features whose std is under 1e-4).",
+        gt=0.0,
     )
     norm_reward: bool = param(
         False,
@@ -242,9 +246,10 @@ class Config:
         allow_inf=True,
     )
     value_target_norm: str = param(
-        "none",
+        "popart",
         "`popart`: the value head learns normalized targets, its outputs preserved exactly as "
-        "the targets' statistics move (van Hasselt et al. 2016).",
+        "the targets' statistics move (van Hasselt et al. 2016), so the critic's problem is the "
+        "same at any reward scale; `none`: raw targets (SB3's A2C).",
         choices=("none", "popart"),
     )
     nonfinite: str = param(

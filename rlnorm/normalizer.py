@@ -118,14 +118,14 @@ class ObservationNormalizer(tf.Module):
     def __init__(
         self,
         observation_space: gym.Space,
-        epsilon: float = 1e-8,
+        epsilon: float = 1e-20,
         clip: float = 10.0,
         enabled: bool = True,
         name: str = "observation_normalizer",
     ):
         super().__init__(name=name)
         if not epsilon > 0:
-            raise ValueError(f"obs_epsilon must be > 0, got {epsilon!r} (default 1e-8).")
+            raise ValueError(f"obs_epsilon must be > 0, got {epsilon!r} (default 1e-20).")
         if not clip > 0:
             raise ValueError(f"obs_clip must be > 0, got {clip!r} (default 10).")
         self.observation_space = observation_space
