@@ -34,7 +34,7 @@ from rlnorm.agent import compile_function
 from rlnorm.compiled.loop import RECENT, make_compiled_env, push_recent
 from rlnorm.distributions import LOG_2PI
 from rlnorm.networks import pytorch_default_init
-from rlnorm.normalizer import ObservationNormalizer, RewardScaler
+from rlnorm.normalizer import OVERFLOW_MESSAGE, chan_merge
 from rlnorm.optimizers import Adam, FlatOptimizer, RMSprop
 from rlnorm.schedules import lr_factor
 
@@ -154,6 +154,34 @@ class Optimizer:
         self.counter.assign_add(tf.cast(applied, tf.int64))
 
 
+class SeedStatistics(tf.Module):
+    """K seeds' running (count, mean, var), float64 [K], [K, D], [K, D], merged with
+    `ObservationNormalizer.merge`'s formula (`chan_merge`) for every seed at once."""
+
+    def __init__(self, k: int, dim: int, epsilon: float, name: str):
+        super().__init__(name=name)
+        self.epsilon = epsilon
+        self.count = tf.Variable(tf.zeros([k], tf.float64), trainable=False, name="count")
+        self.mean = tf.Variable(tf.zeros([k, dim], tf.float64), trainable=False, name="mean")
+        self.var = tf.Variable(tf.ones([k, dim], tf.float64), trainable=False, name="var")
+
+    def merge(self, x, where):
+        """x float64 [B, K, D] (each seed's rows down axis 0); only seeds where bool [K]."""
+        n = tf.cast(tf.shape(x)[0], tf.float64)
+        count = self.count[:, None]
+        mean, var = chan_merge(x, n, count, count + n, self.mean, self.var)
+        # Beyond ~1e150 a single run merges again in scaled units; no classic-control
+        # observation or return comes near, so here that is an error.
+        ok = tf.reduce_all(tf.math.is_finite(var) | ~where[:, None])
+        check = tf.debugging.Assert(
+            ok, [f"{self.name}: {OVERFLOW_MESSAGE}; train these seeds one by one"]
+        )
+        with tf.control_dependencies([check]):
+            self.mean.assign(tf.where(where[:, None], mean, self.mean))
+            self.var.assign(tf.where(where[:, None], var, self.var))
+            self.count.assign(tf.where(where, self.count + n, self.count))
+
+
 class SeedBatchLoop:
     """The K-seed compiled update: `run(carry, n)` runs n updates of every active seed."""
 
@@ -183,17 +211,9 @@ class SeedBatchLoop:
         self.policy_opt = Optimizer(config, k, self.policy.shape[1], "policy")
         self.value_opt = Optimizer(config, k, self.value.shape[1], "value")
         # Per seed, as alone: its normalizer, reward scaler and action-sampling Generator.
-        self.normalizers = [
-            ObservationNormalizer(
-                env.observation_space, config.obs_epsilon, config.obs_clip, config.norm_obs
-            )
-            for _ in seeds
-        ]
-        self.reward_scalers = (
-            [RewardScaler(1, config.gamma, config.reward_clip) for _ in seeds]
-            if config.norm_reward
-            else None
-        )
+        self.obs_stats = SeedStatistics(k, d, config.obs_epsilon, "observation_normalizer")
+        # RewardScaler's statistics of the discounted return (its epsilon: 1e-8).
+        self.return_stats = SeedStatistics(k, 1, 1e-8, "reward_return_stats")
         self.rngs = [tf.random.Generator.from_seed(s) for s in seeds]
         self.active = tf.Variable(tf.ones([k], tf.bool), trainable=False, name="active")
         self.failed = tf.Variable(tf.zeros([k], tf.bool), trainable=False, name="nonfinite")
@@ -233,10 +253,8 @@ class SeedBatchLoop:
 
     def statistics(self):
         """Each seed's (mean, 1/std), stacked: read once per update (they change after it)."""
-        return (
-            tf.stack([n.mean.read_value() for n in self.normalizers]),
-            tf.stack([tf.math.rsqrt(n.var + n.epsilon) for n in self.normalizers]),
-        )
+        stats = self.obs_stats
+        return stats.mean.read_value(), tf.math.rsqrt(stats.var + stats.epsilon)
 
     def head(self, policy, x):
         """(logits or Gaussian mean [K, B, a], log_std [K, 1, a] or None)."""
@@ -342,16 +360,15 @@ class SeedBatchLoop:
         )  # [T, K, N, ...]
 
         rewards = rew_t
-        if self.reward_scalers is not None:  # RewardScaler's arithmetic, per seed
-            stds = []
-            for i, rs in enumerate(self.reward_scalers):
-                rs_merge = rs.return_stats.merge
-                d_i = tf.reshape(disc_t[:, i], [-1, 1])  # (t, n) order, as alone
-                tf.cond(active[i], lambda m=rs_merge, d=d_i: _true(m(d)), _false)
-                stds.append(tf.sqrt(rs.return_stats.var[0] + rs.epsilon))
-            std = tf.stack(stds)[None, :, None]
-            clip = self.reward_scalers[0].clip
-            r64 = tf.clip_by_value(tf.cast(rewards, tf.float64) / std, -clip, clip)
+
+        def swap(x):  # [T, K, N, ...] -> [T, N, K, ...]: each seed's rows down axis 0
+            return tf.transpose(x, [0, 2, 1, *range(3, x.shape.rank)])
+
+        if c.norm_reward:  # RewardScaler's arithmetic: merge, then scale by the new std
+            self.return_stats.merge(tf.reshape(swap(disc_t), [T * n, k, 1]), active)
+            std = tf.sqrt(self.return_stats.var[:, 0] + self.return_stats.epsilon)
+            clip = c.reward_clip
+            r64 = tf.clip_by_value(tf.cast(rewards, tf.float64) / std[:, None], -clip, clip)
             rewards = tf.cast(r64, tf.float32)
         last_x = self.normalize(state[3], stats)
         next_v = next_state_values(v_t, self.values(value, last_x), trunc_t, fv_t)
@@ -367,8 +384,8 @@ class SeedBatchLoop:
         applied = self._gradient_step(obs_b, act_b, adv_b, ret_b, stats) & active
         self.failed.assign(self.failed | (active & ~applied))
         self.active.assign(applied)  # a non-finite update stops its seed, as it stops a run
-        for i, norm in enumerate(self.normalizers):  # the merge AFTER the step, per seed
-            tf.cond(applied[i], lambda m=norm.merge, x=obs_b[i]: _true(m(x)), _false)
+        # The normalizer merges the rollout's raw obs AFTER the step, in (t, n) order.
+        self.obs_stats.merge(tf.reshape(tf.cast(swap(obs_t), tf.float64), [T * n, k, -1]), applied)
 
         lengths = per_seed(len_t)
         ended = tf.stack([per_seed(ret_t), tf.cast(lengths, tf.float64)], -1)
@@ -423,14 +440,6 @@ class SeedBatchLoop:
             lambda i, _: i < n_updates, lambda i, c: (i + 1, self._update(c)), (0, carry)
         )
         return carry
-
-
-def _true(_=None):
-    return tf.constant(True)
-
-
-def _false():
-    return tf.constant(False)
 
 
 def _select(active, new, old):
