@@ -112,6 +112,19 @@ def test_a_stopped_seed_stops_changing():
         assert not np.array_equal(old[[0, 2]], new[[0, 2]])  # the others went on
 
 
+def test_keeping_some_seeds_in_a_smaller_graph_changes_nothing_for_them():
+    loop = SeedBatchLoop(config_lib.validate(tiny()), SEEDS)
+    carry = loop.run(loop.initial_carry(), tf.constant(2, tf.int32))
+    small, small_carry = loop.keep([0, 2], carry)
+    carry = loop.run(carry, tf.constant(3, tf.int32))
+    small_carry = small.run(small_carry, tf.constant(3, tf.int32))
+    assert small.seeds == [0, 7]
+    for mine, theirs in zip(small.state_variables(), loop.state_variables(), strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy()[[0, 2]], **TOL)
+    for mine, theirs in zip(small_carry, carry, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy()[[0, 2]], **TOL)
+
+
 def test_an_unsupported_key_is_a_config_error_naming_it():
     with pytest.raises(config_lib.ConfigError, match="policy_norm.*--no-seed-batch"):
         train_seeds_batched(tiny(policy_norm="layer"), [0, 1])

@@ -96,25 +96,29 @@ def train_seeds_batched(config, seeds: list[int], out=None, quiet: bool = True) 
     spu = config.n_steps * config.n_envs
     updates_left = -(-config.total_steps // spu)
     step = 0
-    while updates_left > 0 and bool(tf.reduce_any(loop.active)):
+    rows = list(range(len(seeds)))  # the record of each of the loop's seeds
+    running = rows
+    while updates_left > 0 and running:
         n = min(updates_in_next_call(config, step), updates_left)
         carry = loop.run(carry, tf.constant(n, tf.int32))
         step += n * spu
         updates_left -= n
         recent, episodes = carry.recent.numpy(), carry.episodes.numpy()
         active, failed = loop.active.numpy(), loop.failed.numpy()
-        for i, record in enumerate(records):
-            if record.stopped_by is not None:
+        for i, r in enumerate(rows):
+            if records[r].stopped_by is not None:
                 continue
+            stop = records[r].observe(step, recent[i], int(episodes[i]), config)
             if failed[i]:  # a non-finite update: the single run raises NonFiniteLossError
-                record.observe(step, recent[i], int(episodes[i]), config)
-                record.stopped_by = "nonfinite_loss"
-            elif active[i] and record.observe(step, recent[i], int(episodes[i]), config):
-                active[i] = False
+                records[r].stopped_by = "nonfinite_loss"
+            active[i] = active[i] and not stop and not failed[i]
         loop.active.assign(active)
+        running = [i for i in range(len(rows)) if active[i]]
+        if running and len(running) <= len(rows) // 2:  # stopped seeds: half the work
+            loop, carry = loop.keep(running, carry)
+            rows, running = [rows[i] for i in running], list(range(len(running)))
         if not quiet:
-            running = int(active.sum())
-            print(f"  step {step:,}: {running}/{len(seeds)} seeds running", flush=True)
+            print(f"  step {step:,}: {len(running)}/{len(seeds)} seeds running", flush=True)
     summaries = []
     for record in records:
         run_dir = None if out is None else str(Path(out) / f"seed{record.seed}")

@@ -10,8 +10,9 @@ Everything gets a leading seed axis K: weights as one flat vector per network an
 [K, P] (`rlnorm.optimizers`' layout, so the optimizers' own elementwise step runs on it),
 optimizer slots [K, P], env physics [K, N, k], episode statistics [K, ...]; the networks run as
 batched matmuls. What has no batched form runs as a Python loop over K inside the graph: the
-stateful Generators, the Philox reset draws and the float64 statistics merges (K small ops per
-step or update). A seed stops (its state is frozen by selects) where its own run would stop.
+stateful Generators, the Philox reset draws and the last-100 episode buffers (K small ops per
+step or update). A seed stops (its state is frozen by selects) where its own run would stop;
+`keep` moves the running seeds into a smaller graph, so stopped ones cost nothing.
 
 Same maths, not the same bits: a batched matmul and a reduction over one axis of [K, M] sum in
 another order than the single run's 2-D matmul and full reduction (float32 rounding, ~1e-7
@@ -21,22 +22,25 @@ drift apart as two XLA/graph runs of one seed do (docs/regression.md).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import gymnasium as gym
-import keras
 import tensorflow as tf
 
 from rlnorm import config as config_lib
 from rlnorm.a2c import compute_gae, next_state_values
 from rlnorm.agent import compile_function
 from rlnorm.compiled.loop import RECENT, make_compiled_env, push_recent
+from rlnorm.compiled.seed_state import (
+    Optimizer,
+    SeedStatistics,
+    clip_scale,
+    initial_weights,
+    layer_shapes,
+    masked_mean,
+    mlp,
+)
 from rlnorm.distributions import LOG_2PI
-from rlnorm.networks import pytorch_default_init
-from rlnorm.normalizer import OVERFLOW_MESSAGE, chan_merge
-from rlnorm.optimizers import Adam, FlatOptimizer, RMSprop
-from rlnorm.schedules import lr_factor
 
 # (key, allowed values): anything else trains seed by seed (regress's --no-seed-batch path).
 SUPPORTED = {
@@ -73,113 +77,6 @@ class Carry(NamedTuple):
     disc_return: tf.Tensor  # float64 [K, N]
     recent: tf.Tensor  # float64 [K, 100, 2]
     episodes: tf.Tensor  # int64 [K]
-
-
-def layer_shapes(in_dim: int, hidden, out_dim: int) -> list[tuple[int, ...]]:
-    """The networks' trainable weights in `trainable_weights` order: kernel, bias per layer."""
-    shapes, fan_in = [], in_dim
-    for width in (*hidden, out_dim):
-        shapes += [(fan_in, width), (width,)]
-        fan_in = width
-    return shapes
-
-
-def initial_weights(config, base: int, shapes, out_gain: float) -> tf.Tensor:
-    """float32 [P]: the flat weights `rlnorm.networks.Network` initializes for `seed` (its
-    initializers with its seeds: seed*1000 policy, +500 value; layer i +i, head +99)."""
-    n_layers, parts = len(shapes) // 2, []
-    for i in range(n_layers):
-        kernel_shape = shapes[2 * i]
-        layer_seed = base + (99 if i == n_layers - 1 else i)
-        if config.ortho_init:
-            gain = out_gain if i == n_layers - 1 else 2.0**0.5
-            kernel = keras.initializers.Orthogonal(gain=gain, seed=layer_seed)
-            bias = keras.initializers.Zeros()
-        else:
-            kernel, bias = pytorch_default_init(kernel_shape[0], layer_seed)
-        parts += [kernel(kernel_shape, "float32"), bias(shapes[2 * i + 1], "float32")]
-    return tf.concat([tf.reshape(tf.convert_to_tensor(p), [-1]) for p in parts], 0)
-
-
-def mlp(flat, shapes, x, activation):
-    """Batched MLP: flat [K, P] weights, x float32 [K, B, in] -> [K, B, out] (Dense: x@W+b)."""
-    k = flat.shape[0]
-    pieces = tf.split(flat, [math.prod(s) for s in shapes], axis=1)
-    n_layers = len(shapes) // 2
-    for i in range(n_layers):
-        kernel = tf.reshape(pieces[2 * i], [k, *shapes[2 * i]])
-        x = tf.matmul(x, kernel) + pieces[2 * i + 1][:, None, :]
-        if i < n_layers - 1:
-            x = activation(x)
-    return x
-
-
-def masked_mean(x, valid):
-    """`rlnorm.a2c.masked_mean` per seed: [K, M] -> [K]."""
-    return tf.reduce_sum(x * valid, -1) / tf.maximum(tf.reduce_sum(valid, -1), 1.0)
-
-
-def clip_scale(norm, max_norm: float):
-    """tf.clip_by_global_norm's factor per seed (NaN norm -> NaN scale, as there)."""
-    return max_norm * tf.minimum(1.0 / norm, 1.0 / max_norm) + (norm - norm)
-
-
-class Optimizer:
-    """An `rlnorm.optimizers` optimizer's state for K seeds: slots [K, P], iterations [K];
-    its step is the class's own `_flat_step`, on [K, P] with per-seed [K, 1] scalars."""
-
-    def __init__(self, config, k: int, size: int, name: str):
-        cls = RMSprop if config.optimizer == "rmsprop" else Adam
-        self.step_fn = cls._flat_step
-        self.learning_rate = tf.constant(config.learning_rate, tf.float32)
-        self.lr_factor = lr_factor(config)
-        self.rho, self.epsilon = config.rms_decay, config.optimizer_eps
-        self.beta_1, self.beta_2 = 0.9, 0.999  # make_optimizer's Adam keeps Keras' defaults
-        self.slots = [
-            tf.Variable(tf.zeros([k, size]), trainable=False, name=f"{name}_{s}")
-            for s in cls.slot_names
-        ]
-        self.counter = tf.Variable(tf.zeros([k], tf.int64), trainable=False, name=f"{name}_it")
-
-    def apply(self, weights: tf.Variable, grad, applied):
-        """One step on weights [K, P] where applied (bool [K]); elsewhere nothing changes."""
-        self.iterations = self.counter[:, None]  # read by _flat_step / the schedule
-        lr = FlatOptimizer.scheduled_learning_rate(self)
-        old = [tf.convert_to_tensor(s) for s in self.slots]
-        new, delta = self.step_fn(self, grad, old, lr)
-        mask = applied[:, None]
-        for slot, n, o in zip(self.slots, new, old, strict=True):
-            slot.assign(tf.where(mask, n, o))
-        weights.assign_sub(tf.where(mask, delta, 0.0))
-        self.counter.assign_add(tf.cast(applied, tf.int64))
-
-
-class SeedStatistics(tf.Module):
-    """K seeds' running (count, mean, var), float64 [K], [K, D], [K, D], merged with
-    `ObservationNormalizer.merge`'s formula (`chan_merge`) for every seed at once."""
-
-    def __init__(self, k: int, dim: int, epsilon: float, name: str):
-        super().__init__(name=name)
-        self.epsilon = epsilon
-        self.count = tf.Variable(tf.zeros([k], tf.float64), trainable=False, name="count")
-        self.mean = tf.Variable(tf.zeros([k, dim], tf.float64), trainable=False, name="mean")
-        self.var = tf.Variable(tf.ones([k, dim], tf.float64), trainable=False, name="var")
-
-    def merge(self, x, where):
-        """x float64 [B, K, D] (each seed's rows down axis 0); only seeds where bool [K]."""
-        n = tf.cast(tf.shape(x)[0], tf.float64)
-        count = self.count[:, None]
-        mean, var = chan_merge(x, n, count, count + n, self.mean, self.var)
-        # Beyond ~1e150 a single run merges again in scaled units; no classic-control
-        # observation or return comes near, so here that is an error.
-        ok = tf.reduce_all(tf.math.is_finite(var) | ~where[:, None])
-        check = tf.debugging.Assert(
-            ok, [f"{self.name}: {OVERFLOW_MESSAGE}; train these seeds one by one"]
-        )
-        with tf.control_dependencies([check]):
-            self.mean.assign(tf.where(where[:, None], mean, self.mean))
-            self.var.assign(tf.where(where[:, None], var, self.var))
-            self.count.assign(tf.where(where, self.count + n, self.count))
 
 
 class SeedBatchLoop:
@@ -223,6 +120,30 @@ class SeedBatchLoop:
         plain = tf.autograph.experimental.do_not_convert
         signature = [spec, tf.TensorSpec([], tf.int32)]
         self.run = compile_function(plain(self._run), signature, config.compile)
+
+    def state_variables(self) -> list[tf.Variable]:
+        """Every variable with a leading seed axis (the Generators aside)."""
+        opts = (self.policy_opt, self.value_opt)
+        stats = (self.obs_stats, self.return_stats)
+        return [
+            self.policy,
+            self.value,
+            *(v for o in opts for v in (*o.slots, o.counter)),
+            *(v for st in stats for v in (st.count, st.mean, st.var)),
+            self.active,
+            self.failed,
+        ]
+
+    def keep(self, rows: list[int], carry: Carry) -> tuple[SeedBatchLoop, Carry]:
+        """A loop of only the seeds at `rows`, in the state they are in here (a new graph,
+        traced at its first call), and their carry."""
+        loop = SeedBatchLoop(self.config, [self.seeds[i] for i in rows])
+        index = tf.constant(rows)
+        for mine, theirs in zip(loop.state_variables(), self.state_variables(), strict=True):
+            mine.assign(tf.gather(theirs, index))
+        for i, rng in zip(rows, loop.rngs, strict=True):
+            rng.state.assign(self.rngs[i].state)
+        return loop, tf.nest.map_structure(lambda x: tf.gather(x, index), carry)
 
     def initial_carry(self) -> Carry:
         states = [self.env.reset(s) for s in self.seeds]
