@@ -15,6 +15,7 @@ checkpoints, TensorBoard events, losses.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -69,6 +70,14 @@ class SeedRecord:
         }
 
 
+class _NoRetracingWarning(logging.Filter):
+    """Each smaller graph (`SeedBatchLoop.keep`) traces `_run` anew, on purpose: TF's
+    frequent-retracing warning would say otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def updates_in_next_call(config, step: int) -> int:
     """`CompiledUpdater.updates_in_next_call` without diagnostics."""
     spu = config.n_steps * config.n_envs
@@ -89,6 +98,15 @@ def train_seeds_batched(config, seeds: list[int], out=None, quiet: bool = True) 
     check_seed_batch(config)
     configure_tensorflow(config.tf_threads)
     tf.config.experimental.enable_op_determinism()  # as `rlnorm.lifecycle.seed_everything`
+    quiet_retracing = _NoRetracingWarning()
+    tf.get_logger().addFilter(quiet_retracing)
+    try:
+        return _train(config, seeds, out, quiet)
+    finally:
+        tf.get_logger().removeFilter(quiet_retracing)
+
+
+def _train(config, seeds, out, quiet) -> list[dict]:
     t0 = time.perf_counter()
     loop = SeedBatchLoop(config, seeds)
     carry = loop.initial_carry()
