@@ -58,6 +58,7 @@ def single_run(config, seed):
             "norm_reward": False,
             "ent_coef": 0.01,
             "total_steps": 2_000,
+            "ortho_init": False,
         },
         {"env_id": "Pendulum-v1", "activation": "relu", "gae_lambda": 1.0, "n_steps": 5},
     ],
