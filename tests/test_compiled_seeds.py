@@ -14,6 +14,7 @@ import tensorflow as tf
 from rlnorm import config as config_lib
 from rlnorm import regress as rg
 from rlnorm.agent import A2CAgent
+from rlnorm.cli import make_parser
 from rlnorm.compiled.loop import CompiledUpdater, make_compiled_env
 from rlnorm.compiled.seed_runs import train_seeds_batched
 from rlnorm.compiled.seeds import SeedBatchLoop
@@ -129,6 +130,15 @@ def test_keeping_some_seeds_in_a_smaller_graph_changes_nothing_for_them():
 def test_an_unsupported_key_is_a_config_error_naming_it():
     with pytest.raises(config_lib.ConfigError, match="policy_norm.*--no-seed-batch"):
         train_seeds_batched(tiny(policy_norm="layer"), [0, 1])
+
+
+def test_regress_falls_back_to_seed_by_seed_with_a_note(capsys):
+    assert rg.train_seeds_batched(tiny(value_norm="batch"), [0, 1], None, quiet=True) is None
+    assert "one by one: value_norm = 'batch'" in capsys.readouterr().err
+    args = make_parser().parse_args(["regress", "cartpole_compiled", "--no-seed-batch"])
+    assert args.seed_batch is False
+    command = rg.command_line("cartpole_compiled", 4, 0, {}, False, seed_batch=False)
+    assert command.endswith("--seeds 4 --no-seed-batch")
 
 
 def test_regress_batched_gives_the_separate_runs_metrics(tmp_path):
