@@ -2,6 +2,7 @@
 against one single-seed run. Prints one JSON object.
 
     python benchmarks/seed_batch.py [--seeds 32] [--single-seed 0] [--cpu 0]
+    python benchmarks/seed_batch.py --throughput 1,8,32     # env-steps/s of the graph only
 
 batched: a fresh process runs `rlnorm regress agents/cartpole_compiled.py --seeds K` (judged
 against benchmarks/baselines/cartpole_compiled.json when it exists): `wall_seconds` is the
@@ -11,6 +12,8 @@ CPU time the better figure), `train_seconds` the batched trainer's own wall time
 `seed_env_steps_per_second`: the env steps of all K runs (each seed's steps to the target, or
 the budget) per wall second of the trainer.
 single: a fresh process trains `agents/cartpole_compiled.py --seed S` alone, timed the same way.
+--throughput: in this process (tf_threads 1), for each K, the K-seed graph's first call (trace
+and one update) and env-steps/s over `--updates` more updates of all K seeds.
 """
 
 from __future__ import annotations
@@ -43,13 +46,51 @@ def timed(command: list[str], cpu: str | None) -> tuple[float, float]:
     return wall, cpu_s
 
 
+def throughput(ks: list[int], updates: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import tensorflow as tf
+
+    from rlnorm.compiled.seeds import SeedBatchLoop
+    from rlnorm.recipes import load_recipe
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    config = load_recipe(str(RECIPE))
+    out = {}
+    for k in ks:
+        loop = SeedBatchLoop(config, list(range(k)))
+        carry = loop.initial_carry()
+        t0 = time.perf_counter()
+        carry = loop.run(carry, tf.constant(1))
+        carry.episodes.numpy()
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        carry = loop.run(carry, tf.constant(updates))
+        carry.episodes.numpy()
+        seconds = time.perf_counter() - t0
+        steps = updates * config.n_steps * config.n_envs * k
+        out[k] = {
+            "first_call_seconds": round(first, 2),
+            "env_steps_per_second": round(steps / seconds),
+        }
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=32)
     p.add_argument("--single-seed", type=int, default=0, help="-1: skip the single run")
     p.add_argument("--cpu", default=None, help="pin the processes to these cores (taskset)")
+    p.add_argument("--throughput", default=None, help="comma-separated K: graph throughput only")
+    p.add_argument("--updates", type=int, default=16)
     args = p.parse_args()
     result = {"load_average_before": os.getloadavg()}
+    if args.throughput:
+        ks = [int(k) for k in args.throughput.split(",")]
+        result["throughput"] = throughput(ks, args.updates)
+        result["load_average_after"] = os.getloadavg()
+        print(json.dumps(result, indent=1))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
         command = [sys.executable, "-m", "rlnorm.cli", "regress", str(RECIPE)]
