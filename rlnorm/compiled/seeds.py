@@ -339,8 +339,9 @@ class SeedBatchLoop:
             value_loss = masked_mean(tf.square(returns - values), valid)
             total = policy_loss + c.ent_coef * -masked_mean(entropy, valid)
             total = total + c.vf_coef * value_loss  # [K]
-            grads = tape.gradient(tf.reduce_sum(total), [self.policy, self.value])
-        pg, vg = grads
+            # The seeds share no weight: the gradient of the sum is each seed's own gradient.
+            summed = tf.reduce_sum(total)
+        pg, vg = tape.gradient(summed, [self.policy, self.value])
         p_sq, v_sq = tf.reduce_sum(tf.square(pg), 1), tf.reduce_sum(tf.square(vg), 1)
         p_norm, v_norm = tf.sqrt(p_sq), tf.sqrt(v_sq)  # tf.linalg.global_norm per seed
         if c.grad_clip == "global":
