@@ -206,6 +206,12 @@ def add_regress_arguments(sub) -> None:
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="plot the return curves (rlnorm[plots])")
     p.add_argument("--quiet", action="store_true", help="no line per finished seed")
+    p.add_argument(
+        "--no-seed-batch",
+        dest="seed_batch",
+        action="store_false",
+        help="compiled backend: train the seeds one by one, not all in one graph",
+    )
 
 
 def main(argv: list[str] | None = None, base_config: config_lib.Config | None = None) -> int:
@@ -337,6 +343,7 @@ def run_command(args, base_config) -> int:
                 json_out=args.json,
                 plot=args.plot,
                 quiet=args.quiet,
+                seed_batch=args.seed_batch,
             )
         except ModuleNotFoundError as e:
             print(f"rlnorm regress: error: {e}", file=sys.stderr)

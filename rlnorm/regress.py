@@ -56,13 +56,16 @@ def regress(
     json_out: str | Path | None = None,
     plot: str | Path | None = None,
     quiet: bool = False,
+    seed_batch: bool = True,
 ) -> dict:
     """Train `what` (a recipe name or .py file, or a TOML config) with `overrides` on seeds
     `seed_start .. seed_start + seeds - 1` in `workers` processes, each run in `out/seed<k>/`;
     returns the report (also written to `json_out`). With `update_baseline` the per-seed
     metrics are written to `baseline` (default benchmarks/baselines/<agent>.json) instead of
     compared with it. The report's "verdict" is pass / regressed / improved, or "no baseline"
-    / "baseline written"."""
+    / "baseline written". `seed_batch`: a compiled-backend config the seed-batched trainer
+    supports trains all seeds in one graph in this process (`rlnorm.compiled.seeds`), else
+    (or with seed_batch=False) seed by seed in the pool."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1; got {seeds}")
     if plot and importlib.util.find_spec("matplotlib") is None:  # before hours of training
@@ -77,8 +80,12 @@ def regress(
         check_comparable(stored, config.total_steps, config.target_return)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out) if out else Path("runs") / "regress" / f"{config.agent}__{stamp}"
-    command = command_line(what, seeds, seed_start, overrides, update_baseline)
-    summaries = train_seeds(config, seed_list, out, workers, quiet)
+    command = command_line(what, seeds, seed_start, overrides, update_baseline, seed_batch)
+    summaries = None
+    if seed_batch and config.backend == "compiled":
+        summaries = train_seeds_batched(config, seed_list, out, quiet)
+    if summaries is None:
+        summaries = train_seeds(config, seed_list, out, workers, quiet)
     report = build_report(config, summaries, command, str(out))
     if update_baseline:
         write_baseline(baseline, report, config)
@@ -105,7 +112,7 @@ def load_config(what: str | Path, overrides: dict) -> config_lib.Config:
     return config_lib.from_dict(overrides, config)
 
 
-def command_line(what, seeds, seed_start, overrides, update_baseline) -> str:
+def command_line(what, seeds, seed_start, overrides, update_baseline, seed_batch=True) -> str:
     """The `rlnorm regress` command that reproduces a call (recorded in reports and baselines)."""
     words = ["rlnorm", "regress", str(what), "--seeds", str(seeds)]
     words += ["--seed-start", str(seed_start)] if seed_start else []
@@ -113,6 +120,7 @@ def command_line(what, seeds, seed_start, overrides, update_baseline) -> str:
         text = "none" if value is None else str(value).lower() if isinstance(value, bool) else value
         words += ["--set", f"{key}={text}"]
     words += ["--update-baseline"] if update_baseline else []
+    words += [] if seed_batch else ["--no-seed-batch"]
     return shlex.join(words)
 
 
@@ -126,6 +134,24 @@ def train_one(config: config_lib.Config, seed: int, run_dir: str) -> dict:
     return {**{k: summary.get(k) for k in keep}, "return_curve": summary["return_curve"]}
 
 
+def train_seeds_batched(config, seeds: list[int], out: Path, quiet: bool) -> list | None:
+    """All seeds in one compiled graph, or None (with a note) for a config it does not
+    support, which then trains seed by seed."""
+    from rlnorm.compiled.seed_runs import train_seeds_batched as train_batched
+    from rlnorm.compiled.seeds import check_seed_batch
+
+    try:
+        check_seed_batch(config)
+    except config_lib.ConfigError as e:
+        print(f"rlnorm regress: training the seeds one by one: {e}", file=sys.stderr)
+        return None
+    summaries = train_batched(config, seeds, out, quiet=True)
+    if not quiet:
+        for s in summaries:
+            print_seed(s)
+    return summaries
+
+
 def train_seeds(config, seeds: list[int], out: Path, workers: int | None, quiet: bool) -> list:
     """The seeds' summaries, in seed order, trained by a pool of 'spawn' processes (TensorFlow
     is not fork-safe)."""
@@ -136,16 +162,19 @@ def train_seeds(config, seeds: list[int], out: Path, workers: int | None, quiet:
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = [pool.submit(train_one, config, s, str(out / f"seed{s}")) for s in seeds]
         summaries = []
-        for seed, future in zip(seeds, futures):
+        for future in futures:
             summaries.append(future.result())
             if not quiet:
-                s = summaries[-1]
-                print(
-                    f"  seed {seed}: steps_to_target {s['steps_to_target']}, "
-                    f"last-100 mean {s['mean_return_last_100']:.1f}",
-                    file=sys.stderr,
-                )
+                print_seed(summaries[-1])
     return summaries
+
+
+def print_seed(s: dict) -> None:
+    print(
+        f"  seed {s['seed']}: steps_to_target {s['steps_to_target']}, "
+        f"last-100 mean {s['mean_return_last_100']:.1f}",
+        file=sys.stderr,
+    )
 
 
 # -- metrics ----------------------------------------------------------------------------------
