@@ -131,7 +131,8 @@ class A2CAgent(tf.Module):
         update's forward pass. `records` ({"policy": dict, "value": dict}) collects activations.
         Returns (losses, dist, values, log_prob, grads); grads follow policy then value weights.
         With PopArt the value loss is in normalized units (targets and head both normalized by
-        the statistics before this update); `values` are unnormalized either way.
+        the statistics before this update), the advantages are divided by the same std;
+        `values` are unnormalized either way.
         """
         c = self.config
         records = records or {"policy": None, "value": None}
@@ -142,6 +143,10 @@ class A2CAgent(tf.Module):
             log_prob = dist.log_prob(actions)
             values = self.value.head_values(obs, True, records["value"], mask, normalized_obs=x)
             targets = returns if self.popart is None else self.popart.normalize(returns)
+            if self.popart is not None:
+                # The policy gradient in the same normalized units (PopArt's actor-critic form,
+                # Hessel et al. 2019): its step size then does not depend on the reward scale.
+                advantages = advantages / tf.cast(self.popart.std(), advantages.dtype)
             losses = a2c_loss(
                 log_prob,
                 dist.entropy(),

@@ -7,7 +7,9 @@ weights and bias are rescaled so the unnormalized outputs stay exactly what they
         w' = w * std / std',   b' = (std * b + mean - mean') / std'
     so std' * (w' . h + b') + mean' = std * (w . h + b) + mean for every h ("Preserving
     Outputs Precisely"); the loss is (target_norm - head)^2 with target_norm = (R - mean') / std'
-    ("Adaptively Rescaling Targets").
+    ("Adaptively Rescaling Targets"). The policy gradient uses advantages / std' (the
+    actor-critic form of Hessel et al. 2019, "Multi-task Deep RL with PopArt"), so neither loss
+    changes with the reward scale.
 
 The statistics are the running mean and variance of every value target so far, float64,
 merged exactly with the observation normalizer's parallel formula (Chan, Golub & LeVeque

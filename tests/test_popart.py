@@ -68,6 +68,27 @@ def test_value_loss_is_in_normalized_units_and_values_are_not():
     np.testing.assert_allclose(values.numpy(), head * 30.0 - 120.0, rtol=1e-5)
 
 
+def test_policy_gradient_uses_advantages_in_normalized_units():
+    """-mean(A / std * log pi(a|s)): the policy loss (and so its step) is the same whether the
+    rewards, hence A and std, are scaled by 1 or by 1000."""
+    rng = np.random.default_rng(2)
+    n = 24
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    actions = rng.integers(0, 2, n).astype(np.int32)
+    adv = rng.normal(size=n).astype(np.float32) * 30.0
+    ones = np.ones(n, np.float32)
+    losses = {}
+    for scale in (1.0, 1000.0):
+        a = agent(compile="eager")
+        a.popart.count.assign(50.0)
+        a.popart.var.assign(900.0 * scale**2)
+        out, _, _, log_prob, _ = a.loss_and_gradients(obs, actions, adv * scale, adv * scale, ones)
+        want = -np.mean(adv * scale / (30.0 * scale) * log_prob.numpy().astype(np.float64))
+        assert float(out["policy_loss"]) == pytest.approx(want, rel=1e-5)
+        losses[scale] = float(out["policy_loss"])
+    assert losses[1000.0] == pytest.approx(losses[1.0], rel=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["python", "compiled"])
 def test_both_adapters_train_and_checkpoint_the_statistics(tmp_path, backend):
     config = Config(
