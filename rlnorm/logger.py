@@ -113,8 +113,12 @@ class RunLogger:
         return mean >= target
 
     # -- per update ---------------------------------------------------------------------------
-    def log_update(self, step: int, metrics: dict, force: bool = False) -> None:
-        """Every `log_every` env steps (or when forced): scalars, curve point, progress bar."""
+    def log_update(
+        self, step: int, metrics: dict, force: bool = False, now: float | None = None
+    ) -> None:
+        """Every `log_every` env steps (or when forced): scalars, curve point, progress bar.
+        `now`: the perf_counter time `step` was reached (a compiled call logs its log points
+        after it ran), for charts/steps_per_second."""
         if self.first_update is None:
             self.first_update = (time.perf_counter() - self.t_start, step)
         if self.pbar is not None:
@@ -124,7 +128,7 @@ class RunLogger:
         # steps_per_second of 0 (no steps since the last point).
         if not due and not (force and step > self.last_log_step):
             return
-        now = time.perf_counter()
+        now = time.perf_counter() if now is None else now
         sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
         self.t_last, self.step_last, self.last_log_step = now, step, step
         mean = self.mean_return

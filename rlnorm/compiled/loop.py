@@ -46,6 +46,8 @@ from rlnorm.update import Batch, UpdateOutput  # valid is all ones here (SAME_ST
 RECENT = 100  # episodes in mean_return_last_100
 ACTING = ("rewards", "values")  # what the non-finite report reads besides the batch
 MAX_METRICS = 32  # train-step metrics summed inside the loop (A2CAgent returns 12)
+LOG_ROWS = 256  # log points one call may span; the loop logs their rows after the call
+CALL_SECONDS = 1.0  # a call spans log points up to about this long: progress and Ctrl-C stay live
 
 
 class Carry(NamedTuple):
@@ -115,7 +117,10 @@ class CompiledLoop:
         spec = tf.nest.map_structure(
             lambda x: tf.TensorSpec(x.shape, x.dtype), self.initial_carry(config.seed)
         )
-        self.run = compile_function(plain(self._run), [spec, tf.TensorSpec([], tf.int32)], mode)
+        n_spec = tf.TensorSpec([], tf.int32)
+        self.run = compile_function(plain(self._run), [spec, n_spec], mode)
+        scalars = [tf.TensorSpec([], d) for d in (tf.int64, tf.int64, tf.bool, tf.float64)]
+        self.run_logged = compile_function(plain(self._run_logged), [spec, n_spec, *scalars], mode)
         # The split update of a diagnostics step: rare, so plain graphs (no XLA compile).
         vec = tf.TensorSpec([None], tf.float32)
         signature = [agent.obs_spec, agent.action_spec, vec, vec, vec]
@@ -269,6 +274,67 @@ class CompiledLoop:
         )
         return carry, {k: total[j] for j, k in enumerate(names)}, n
 
+    def _run_logged(self, carry: Carry, n_updates, step, log_every, check_target, target):
+        """`_run` cut into log segments: from env step `step` (int64 []), a segment ends at each
+        update that crosses a multiple of `log_every` (int64 []), at the call's last update and
+        at a skipped one, and writes a row: its updates' metric sums, how many it ran and the
+        episode buffer and count at its end. The call also ends after LOG_ROWS rows, and at a
+        row whose last-100 mean return may have reached `target` (float64 [], if
+        `check_target`): the check is a hair lenient (the loop decides exactly, with
+        math.fsum), so the call never runs past the update the loop stops at. Returns the
+        carry, the rows ({metric: float32 [LOG_ROWS]}, ran: int64 [LOG_ROWS], episodes: int64
+        [LOG_ROWS], recent: float64 [LOG_ROWS, 100, 2]) and how many rows were written."""
+        names = []
+        per_update = tf.constant(self.n_steps * self.n_envs, tf.int64)
+
+        def write(rows, row, x):  # x: the row's entry of each buffer
+            return [tf.tensor_scatter_nd_update(b, [[row]], v[None]) for b, v in zip(rows, x)]
+
+        def body(i, row, go, carry, step, total, ran, rows):
+            carry, metrics = self._update(carry)
+            names[:] = sorted(metrics)
+            values = tf.stack([metrics[k] for k in names])
+            total = total + tf.pad(values, [[0, MAX_METRICS - len(names)]])
+            ran, step = ran + 1, step + per_update
+            applied = metrics["update_applied"] > 0
+            crossed = step // log_every > (step - per_update) // log_every
+            end = crossed | (i + 1 >= n_updates) | tf.logical_not(applied)
+            returns = carry.recent[:, 0]
+            slack = 1e-9 * (tf.reduce_mean(tf.abs(returns)) + tf.abs(target))
+            solved = check_target & (carry.episodes >= RECENT)
+            solved = end & solved & (tf.reduce_sum(returns) / RECENT >= target - slack)
+            rows, row, total, ran = tf.cond(
+                end,
+                lambda: (
+                    write(rows, row, (total, ran, carry.episodes, carry.recent)),
+                    row + 1,
+                    tf.zeros_like(total),
+                    tf.zeros_like(ran),
+                ),
+                lambda: (rows, row, total, ran),
+            )
+            go = applied & tf.logical_not(solved) & (row < LOG_ROWS)
+            return i + 1, row, go, carry, step, total, ran, rows
+
+        rows = [
+            tf.zeros([LOG_ROWS, MAX_METRICS], tf.float32),
+            tf.zeros([LOG_ROWS], tf.int64),
+            tf.zeros([LOG_ROWS], tf.int64),
+            tf.zeros([LOG_ROWS, RECENT, 2], tf.float64),
+        ]
+        zero = tf.constant(0, tf.int64)
+        init = (0, 0, tf.constant(True), carry, step, tf.zeros([MAX_METRICS]), zero, rows)
+        _, n_rows, _, carry, _, _, _, rows = tf.while_loop(
+            lambda i, row, go, *_: go & (i < n_updates), body, init
+        )
+        sums, ran, episodes, recent = rows
+        metrics = {k: sums[:, j] for j, k in enumerate(names)}
+        return (
+            carry,
+            {"metrics": metrics, "ran": ran, "episodes": episodes, "recent": recent},
+            n_rows,
+        )
+
 
 # -- the adapter the training loop calls ---------------------------------------------------------
 def make_compiled_env(config) -> TFVecEnv:
@@ -283,7 +349,9 @@ def make_compiled_env(config) -> TFVecEnv:
 
 class CompiledUpdater:
     """`rlnorm.loop`'s adapter for TF-native envs: the carry (env state, episode statistics)
-    stays here between calls; each call runs as many updates as the loop allows."""
+    stays here between calls; each call runs as many updates as the loop allows, across as
+    many log points as fit in about CALL_SECONDS (`segments` hands the loop one output per
+    log point, each as a call ending there would have given it)."""
 
     def __init__(self, config, agent, env: TFVecEnv, reward_scaler=None, seed: int = 0):
         self.config, self.agent = config, agent
@@ -292,22 +360,68 @@ class CompiledUpdater:
         self.steps_per_update = config.n_steps * config.n_envs
         self.episodes = 0  # finished so far, as counted in the carry
         self.compile_seconds: float | None = None
+        self.seconds_per_update: float | None = None  # measured after the compiling call
 
     def updates_in_next_call(self, step: int, diagnosed: bool) -> int:
-        """The next call ends at the first update that crosses a multiple of `log_every` or
-        `checkpoint_every` (where the loop logs or saves), and, with diagnostics on, just
+        """The next call ends at the update that crosses the k-th multiple of `log_every` (k
+        log points in about CALL_SECONDS; 1 until the speed is known and the carry holds 100
+        episodes, which the in-graph target check reads), or earlier at the first that crosses
+        a multiple of `checkpoint_every` (where the loop saves), and, with diagnostics on, just
         BEFORE the update that crosses a multiple of `diagnostics_every` / `histograms_every`
-        (that one runs split, alone)."""
+        (that one runs split, alone). Every end is a log point or a save, as with one log point
+        per call, so the numbers do not depend on k."""
         config, spu = self.config, self.steps_per_update
 
-        def updates_to_cross(every: int) -> int:
-            return -(-((step // every + 1) * every - step) // spu)
+        def updates_to_cross(every: int, k: int = 1) -> int:
+            return -(-((step // every + k) * every - step) // spu)
 
-        n = min(updates_to_cross(config.log_every), updates_to_cross(config.checkpoint_every))
+        k = 1
+        if self.seconds_per_update is not None and self.episodes >= RECENT:
+            budget = max(1, int(CALL_SECONDS / max(self.seconds_per_update, 1e-9)))
+            k = max(1, budget * spu // config.log_every)
+        n = min(updates_to_cross(config.log_every, k), updates_to_cross(config.checkpoint_every))
         if diagnosed:
             every = min(config.diagnostics_every, config.histograms_every)
             n = min(n, updates_to_cross(every) - 1)
         return max(n, 1)
+
+    def segments(self, step: int, n: int, episode_callback, keep_batch: bool = False):
+        """`n` whole updates in one call, run now; returns an iterator of one UpdateOutput per
+        log segment (`wall_time`: when the segment ended, interpolated over the call). Each
+        segment's finished episodes go to `episode_callback` as the iterator reaches it, so the
+        loop logs each segment as if the call had ended there. keep_batch: `update`'s split
+        update, alone."""
+        if keep_batch:
+            return iter([self.update(step, n, episode_callback, keep_batch=True)])
+        check = self.config.target_return is not None
+        t0 = time.perf_counter()
+        self.carry, rows, n_rows = self.loop.run_logged(
+            self.carry,
+            tf.constant(n, tf.int32),
+            tf.constant(step, tf.int64),
+            tf.constant(self.config.log_every, tf.int64),
+            tf.constant(check),
+            tf.constant(self.config.target_return if check else 0.0, tf.float64),
+        )
+        n_rows = int(n_rows)  # waits for the call
+        t1 = time.perf_counter()
+        rows = tf.nest.map_structure(lambda x: x.numpy()[:n_rows], rows)
+        ran = rows["ran"].tolist()
+        if self.compile_seconds is None:  # the first call traces and compiles
+            self.compile_seconds = t1 - t0
+        else:
+            self.seconds_per_update = (t1 - t0) / sum(ran)
+        return self._replay(rows, ran, t0, t1, episode_callback)
+
+    def _replay(self, rows, ran, t0, t1, episode_callback):
+        done, total = 0, sum(ran)
+        for r, n_updates in enumerate(ran):
+            self._hand_over(int(rows["episodes"][r]), rows["recent"][r], episode_callback)
+            metrics = {k: float(v[r]) / n_updates for k, v in rows["metrics"].items()}
+            out = UpdateOutput(metrics, self.loop.stash, n_updates)
+            done += n_updates
+            out.wall_time = t0 + (t1 - t0) * done / total
+            yield out
 
     def update(self, step: int, n: int, episode_callback, keep_batch: bool = False):
         """`n` whole updates in one call (keep_batch: one update, split, its batch kept)."""
@@ -327,21 +441,25 @@ class CompiledUpdater:
             if self.compile_seconds is None:  # the first call traces and compiles
                 self.compile_seconds = time.perf_counter() - t0
             out = UpdateOutput({k: float(v) / ran for k, v in total.items()}, loop.stash, ran)
-        # Episodes finished in this call: the last <= 100 of them go to the logger.
-        new = int(self.carry.episodes) - self.episodes
+        self._hand_over(int(self.carry.episodes), self.carry.recent.numpy(), episode_callback)
+        return out
+
+    def _hand_over(self, episodes: int, recent, episode_callback) -> None:
+        """Episodes finished since the last hand-over: the last <= 100 go to the logger."""
+        new = episodes - self.episodes
         self.episodes += new
         shown = min(new, RECENT)
         if shown:
-            recent = self.carry.recent.numpy()[RECENT - shown :]
+            recent = recent[RECENT - shown :]
             episode_callback(recent[:, 0], recent[:, 1].astype(int), new - shown)
-        return out
 
     def summary_fields(self) -> dict:
         return {"dropped_steps": 0, "compile_seconds": self.compile_seconds}
 
     def trace_counts(self) -> dict[str, int]:
         loop, counts = self.loop, {}
-        compiled = {"run": loop.run, "collect": loop.collect, "split_train_step": loop.train_step}
+        compiled = {"run": loop.run, "run_logged": loop.run_logged, "collect": loop.collect}
+        compiled["split_train_step"] = loop.train_step
         for name, fn in compiled.items():
             if hasattr(fn, "experimental_get_tracing_count"):
                 counts[f"compiled_{name}"] = int(fn.experimental_get_tracing_count())
