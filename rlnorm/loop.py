@@ -19,6 +19,7 @@ inputs under the stored log-probs and values.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -43,6 +44,7 @@ from rlnorm.lifecycle import (
     resume_config,
     seed_everything,
     stop_on_signal,
+    use_xla_cache,
 )
 from rlnorm.logger import RunLogger
 from rlnorm.normalizer import RewardScaler, statistics_overflow_as_error
@@ -78,8 +80,9 @@ def train(
             stack.enter_context(RunLock(resume))
             config = resume_config(resume, config)
         else:
-            config = config_lib.validate(config)
+            config = with_backend_cadences(config_lib.validate(config), quiet)
         configure_tensorflow(config.tf_threads)
+        use_xla_cache(config)  # before TF's runtime starts, as the thread counts
         seed_everything(config.seed)
         # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
         envs, observation_space, action_space = open_envs(config, env)
@@ -227,6 +230,19 @@ def open_envs(config, env=None):
 
     envs = open_vec_env(config, env)
     return envs, envs.single_observation_space, envs.single_action_space
+
+
+def with_backend_cadences(config, quiet: bool):
+    """A new compiled run's cadences left at their defaults get the compiled backend's
+    (`rlnorm.compiled.cadences`), said in one line."""
+    if config.backend != "compiled":
+        return config
+    from rlnorm.compiled.cadences import with_compiled_cadences
+
+    config, line = with_compiled_cadences(config)
+    if line and not quiet:
+        print(line, file=sys.stderr)
+    return config
 
 
 def close_envs(envs) -> None:
