@@ -14,7 +14,8 @@ from test_compiled_train import COMPILED_WALL_CLOCK
 from test_train import checkpoint_value, read_events
 
 from rlnorm import lifecycle
-from rlnorm.compiled import loop as compiled_loop
+from rlnorm.compiled import graph
+from rlnorm.compiled import loop as adapter
 from rlnorm.compiled.cadences import COMPILED_CADENCES, with_compiled_cadences
 from rlnorm.config import Config
 from rlnorm.loop import train
@@ -36,20 +37,20 @@ SHORT = dict(
 )
 # (CALL_SECONDS, LOG_ROWS): one log point per call (as the loop was), all it may, 3 at most.
 MODES = {"one": (0.0, 256), "many": (1e9, 256), "rows": (1e9, 3)}
-SEGMENTS = compiled_loop.CompiledUpdater.segments
+SEGMENTS = adapter.CompiledUpdater.segments
 
 
 def run(tmp_path, monkeypatch, mode: str, **changes):
     seconds, rows = MODES[mode]
-    monkeypatch.setattr(compiled_loop, "CALL_SECONDS", seconds)
-    monkeypatch.setattr(compiled_loop, "LOG_ROWS", rows)  # read when the graph is traced
+    monkeypatch.setattr(adapter, "CALL_SECONDS", seconds)
+    monkeypatch.setattr(graph, "LOG_ROWS", rows)  # read when the graph is traced
     calls = []
 
     def counted(self, *args, **kwargs):
         calls.append(args[1])  # n, the updates asked of the call
         return SEGMENTS(self, *args, **kwargs)
 
-    monkeypatch.setattr(compiled_loop.CompiledUpdater, "segments", counted)
+    monkeypatch.setattr(adapter.CompiledUpdater, "segments", counted)
     config = Config(runs_root=str(tmp_path / mode), **{**SHORT, **changes})
     summary = train(config, quiet=True)
     run_dir = Path(summary["run_dir"])
