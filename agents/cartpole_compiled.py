@@ -1,5 +1,5 @@
 """CartPole-v1 on the compiled backend: 1024 TF-native envs, the whole A2C update (rollout ->
-GAE -> train step -> normalizer merge) inside one compiled loop (rlnorm.compiled.train).
+GAE -> train step -> normalizer merge) inside one compiled loop (rlnorm.compiled.graph).
 
 Same agent as agents/cartpole.py (shared observation normalizer, no norm in the networks),
 retuned for 4096 transitions per update (measured: last-100 mean >= 475; the lr and gamma
@@ -18,7 +18,7 @@ figures were taken with n_steps 8):
   32x32 networks (a quarter of the arithmetic of 64x64).
 - compile = "graph": built in ~3 s; "xla" runs ~1.3x more steps per CPU second at 1024 envs
   but costs 10-20 s of compilation, more than the whole training here (--set compile=xla
-  for long runs).
+  for long runs; a later run of the same graph loads it from the XLA cache, docs/compiled.md).
 Diagnostics are off: the first one traces three more graphs (a few seconds); turn them on
 with --set diagnostics=true.
 

@@ -12,6 +12,8 @@ throughput: for each N, the recipe with n_envs = N (and n_steps = --n-steps, if 
 the best of --repeats calls of as many whole updates (rollout, GAE, train step, normalizer
 merge) as make about --steps env steps gives env-steps/s, per wall second and per CPU second
 of this process (all threads; TensorFlow's default thread pools, i.e. one thread per core).
+Training calls `CompiledLoop.run_logged` instead (the same updates, plus one row per log
+point); compare with a run's `steady_steps_per_cpu_second` in summary.json.
 solve: for each seed, a fresh Python process trains the recipe until the last-100 mean return
 reaches 475: `train_seconds` is the wall time of `rlnorm.loop.train` (env, agent, tracing, XLA
 compile, training, logging, checkpoints), `process_seconds` adds Python start-up and the

@@ -265,6 +265,12 @@ class Config:
         choices=("graph", "xla", "eager"),
         section="execution, logging and checkpoints",
     )
+    xla_cache: bool = param(
+        True,
+        "compile = `xla`: keep compiled XLA programs in a per-user cache folder "
+        "($RLNORM_XLA_CACHE, else ~/.cache/rlnorm/xla), so a later run of the same graph "
+        "skips the compile.",
+    )
     fast_paths: bool = param(
         True,
         "Use rlnorm's private TensorFlow/Keras fast paths (rlnorm/_fast.py); false runs "

@@ -52,6 +52,34 @@ def configure_tensorflow(threads: int) -> None:
             pass  # TF already initialized in this process (tests, notebooks)
 
 
+XLA_CACHE_FLAG = "--tf_xla_persistent_cache_directory"
+
+
+def xla_cache_dir() -> Path:
+    """Where compiled XLA programs are kept: $RLNORM_XLA_CACHE, else the user's cache folder
+    ($XDG_CACHE_HOME or ~/.cache)/rlnorm/xla, per TF version (a program is TF-build specific)."""
+    if os.environ.get("RLNORM_XLA_CACHE"):
+        return Path(os.environ["RLNORM_XLA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rlnorm" / "xla" / f"tf-{tf.__version__}"
+
+
+def use_xla_cache(config) -> None:
+    """compile = "xla" with xla_cache: TF's persistent XLA cache in `xla_cache_dir()`, so a
+    later run of the same graph loads its program instead of compiling it. TF reads
+    TF_XLA_FLAGS when its runtime starts: set later (tests, notebooks) it changes nothing, and
+    a cache folder the user already gave TF wins."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if config.compile != "xla" or not config.xla_cache or XLA_CACHE_FLAG in flags:
+        return
+    try:
+        folder = xla_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no writable cache folder: compile as without one
+    os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CACHE_FLAG}={folder}".strip()
+
+
 def seed_everything(seed: int) -> None:
     """Same seed + config + machine -> same numbers (TF op determinism, Python/NumPy/TF seeds)."""
     keras.utils.set_random_seed(seed)

@@ -65,6 +65,7 @@ class RunLogger:
         self.step_last = start_step
         # The first update traces the compiled graphs: steady throughput is counted after it.
         self.first_update: tuple[float, int] | None = None  # (seconds since start, step)
+        self.first_update_cpu = 0.0  # process CPU seconds (all threads) at the first update
         self.wall_before = float(state.get("wall_seconds", 0.0))
         # tqdm shows the speed (steps/s) itself; the postfix adds only the return.
         target = config.target_return
@@ -113,10 +114,15 @@ class RunLogger:
         return mean >= target
 
     # -- per update ---------------------------------------------------------------------------
-    def log_update(self, step: int, metrics: dict, force: bool = False) -> None:
-        """Every `log_every` env steps (or when forced): scalars, curve point, progress bar."""
+    def log_update(
+        self, step: int, metrics: dict, force: bool = False, now: float | None = None
+    ) -> None:
+        """Every `log_every` env steps (or when forced): scalars, curve point, progress bar.
+        `now`: the perf_counter time `step` was reached (a compiled call logs its log points
+        after it ran), for charts/steps_per_second."""
         if self.first_update is None:
             self.first_update = (time.perf_counter() - self.t_start, step)
+            self.first_update_cpu = time.process_time()
         if self.pbar is not None:
             self.pbar.update(step - self.pbar.n)
         due = step - self.last_log_step >= self.config.log_every
@@ -124,7 +130,7 @@ class RunLogger:
         # steps_per_second of 0 (no steps since the last point).
         if not due and not (force and step > self.last_log_step):
             return
-        now = time.perf_counter()
+        now = time.perf_counter() if now is None else now
         sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
         self.t_last, self.step_last, self.last_log_step = now, step, step
         mean = self.mean_return
@@ -207,6 +213,9 @@ class RunLogger:
             "steps_per_second": trained / max(elapsed, 1e-9),
             # Excluding the first update (tracing, compiling) and everything before it.
             "steady_steps_per_second": (step - first_step) / max(elapsed - first_seconds, 1e-9),
+            # The same per CPU second of this process: comparable on a shared machine.
+            "steady_steps_per_cpu_second": (step - first_step)
+            / max(time.process_time() - self.first_update_cpu, 1e-9),
             "first_update_seconds": first_seconds,
             "episodes": self.episodes,
             "mean_return_last_100": self.mean_return,

@@ -19,6 +19,7 @@ inputs under the stored log-probs and values.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -43,6 +44,7 @@ from rlnorm.lifecycle import (
     resume_config,
     seed_everything,
     stop_on_signal,
+    use_xla_cache,
 )
 from rlnorm.logger import RunLogger
 from rlnorm.normalizer import RewardScaler, statistics_overflow_as_error
@@ -78,8 +80,9 @@ def train(
             stack.enter_context(RunLock(resume))
             config = resume_config(resume, config)
         else:
-            config = config_lib.validate(config)
+            config = with_backend_cadences(config_lib.validate(config), quiet)
         configure_tensorflow(config.tf_threads)
+        use_xla_cache(config)  # before TF's runtime starts, as the thread counts
         seed_everything(config.seed)
         # Envs first: a bad env id or a missing dependency must not leave an empty run folder.
         envs, observation_space, action_space = open_envs(config, env)
@@ -144,31 +147,36 @@ def run_updates(config, run_dir, agent, updater, checkpointer, logger, diagnosti
             # truncation, 0 on termination) -> gradient step (training mode, with the
             # normalizer statistics that acted) -> normalizer merge of the rollout's valid raw
             # obs, once, after the step. One compiled call runs `n` whole updates; it ends
-            # where the loop must log, save or diagnose.
+            # where the loop must save or diagnose, and hands back one output per log point.
             diagnose = diagnostics is not None and diagnostics.due(step + steps_per_update)
             n = 1 if diagnose else updater.updates_in_next_call(step, diagnostics is not None)
             n = min(n, updates_left)
             before = diagnostics.capture() if diagnose else None
             with statistics_overflow_as_error():
-                update = updater.update(step, n, logger.record_episodes, keep_batch=diagnose)
-            metrics = update.metrics
-            step += update.n_updates * steps_per_update
-            updates_left -= update.n_updates
-            if diagnose:  # the update's batch, with the variables as they were before it
-                diagnostics.record_update(step, update.batch, metrics, before)
-            if metrics["update_applied"] < 1.0:  # NaN/Inf loss or gradient: update skipped
-                raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update)
+                segments = updater.segments(step, n, logger.record_episodes, keep_batch=diagnose)
+            for update in segments:  # its episodes reach the logger as the loop reaches it
+                metrics = update.metrics
+                step += update.n_updates * steps_per_update
+                updates_left -= update.n_updates
+                if diagnose:  # the update's batch, with the variables as they were before it
+                    diagnostics.record_update(step, update.batch, metrics, before)
+                if metrics["update_applied"] < 1.0:  # NaN/Inf loss or gradient: update skipped
+                    raise_nonfinite_loss(run_dir, checkpointer, step, metrics, update)
 
-            # 5. Logging.
-            logger.log_update(step, metrics)
-            solved = logger.target_reached(step)
+                # 5. Logging.
+                logger.log_update(step, metrics, now=update.wall_time)
+                solved = logger.target_reached(step)
 
-            # 6. Checkpoint (the previous one stays loadable until this one is complete).
-            if step >= next_checkpoint:
-                interrupt["checkpoint"] = checkpointer.save(step, logger.state())
-                next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
-            if solved:
-                stopped_by = "target_return"
+                # 6. Checkpoint (the previous one stays loadable until this one is complete).
+                if step >= next_checkpoint:
+                    interrupt["checkpoint"] = checkpointer.save(step, logger.state())
+                    next_checkpoint = (
+                        step // config.checkpoint_every + 1
+                    ) * config.checkpoint_every
+                if solved:
+                    stopped_by = "target_return"
+                    break
+            if stopped_by:
                 break
         if interrupt["stop"]:
             stopped_by = interrupt["signal"]
@@ -222,6 +230,19 @@ def open_envs(config, env=None):
 
     envs = open_vec_env(config, env)
     return envs, envs.single_observation_space, envs.single_action_space
+
+
+def with_backend_cadences(config, quiet: bool):
+    """A new compiled run's cadences left at their defaults get the compiled backend's
+    (`rlnorm.compiled.cadences`), said in one line."""
+    if config.backend != "compiled":
+        return config
+    from rlnorm.compiled.cadences import with_compiled_cadences
+
+    config, line = with_compiled_cadences(config)
+    if line and not quiet:
+        print(line, file=sys.stderr)
+    return config
 
 
 def close_envs(envs) -> None:

@@ -55,6 +55,8 @@ class UpdateOutput:
     `log_probs` (of the actions at acting time), all [N]. Read them before the next update
     overwrites the variables."""
 
+    wall_time: float | None = None  # time.perf_counter() when it ended, if not "now"
+
     def __init__(self, metrics: dict, stash: dict, n_updates: int = 1):
         self.metrics = metrics
         self.n_updates = n_updates
@@ -185,6 +187,10 @@ class VectorEnvUpdater:
             )
         metrics = self.collector.run(self._update_call, env_step, episode_callback).numpy()
         return UpdateOutput(dict(zip(self.metric_names, metrics.tolist())), self.stash)
+
+    def segments(self, env_step: int, n: int = 1, episode_callback=None, keep_batch=True):
+        """The loop's view of a call: one output per log point it spans (here one update)."""
+        return iter([self.update(env_step, n, episode_callback, keep_batch)])
 
     def summary_fields(self) -> dict:
         return {

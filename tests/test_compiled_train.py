@@ -58,7 +58,7 @@ def test_run_folder_matches_the_python_path(runs):
     assert on_disk["total_steps"] == 2048 and on_disk["backend"] == "compiled"
     assert on_disk["episodes"] > 0 and on_disk["return_curve"][-1][0] == 2048
     assert on_disk["stopped_by"] == "total_steps"
-    assert on_disk["trace_counts"]["compiled_run"] == 1  # no retracing across calls
+    assert on_disk["trace_counts"]["compiled_run_logged"] == 1  # no retracing across calls
     assert (run_dir / "config.toml").is_file()
     assert (run_dir / "checkpoints" / "ckpt-2048.index").is_file()
     assert int(checkpoint_value(run_dir, "env_step")) == 2048

@@ -40,6 +40,7 @@ WALL_CLOCK = {
     "wall_seconds",
     "steps_per_second",
     "steady_steps_per_second",
+    "steady_steps_per_cpu_second",
     "first_update_seconds",
     "run_dir",
     "first_env_step_seconds",
