@@ -30,6 +30,7 @@ def loss_config(tiny_config, **changes):
         learning_rate=LR,
         rms_decay=RHO,
         optimizer_eps=OPT_EPS,
+        value_target_norm="none",  # SB3's raw-target loss, the NumPy reference below
     )
     values.update(changes)
     return tiny_config(**values)

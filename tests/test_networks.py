@@ -113,8 +113,9 @@ def test_policy_and_value_never_share_a_weight(tiny_config, action_space, norm):
     # Not even equal values: the two networks are initialized from different seeds.
     for p, v in zip(policy.dense_layers, value.dense_layers):
         assert not np.allclose(p.kernel.numpy(), v.kernel.numpy())
-    if norm == "batch":
-        assert len(policy.non_trainable_weights) == len(value.non_trainable_weights) == 4
+    if norm == "batch":  # moving mean and variance per layer; the value net also holds PopArt's
+        assert len(policy.non_trainable_weights) == 4
+        assert len(value.non_trainable_weights) == 4 + len(value.popart.variables_list)
 
 
 def test_gaussian_head_log_std_init(tiny_config):
