@@ -172,6 +172,9 @@ class A2CAgent(tf.Module):
         c = self.config
         policy_vars = self.policy.trainable_weights
         value_vars = self.value.trainable_weights
+        initialized = tf.constant(False)
+        if self.popart is not None:  # the first update's targets set PopArt's statistics
+            initialized = self.popart.initialize(returns, valid > 0)
         losses, _, values, log_prob, grads = self.loss_and_gradients(
             obs, actions, advantages, returns, valid
         )
@@ -196,8 +199,9 @@ class A2CAgent(tf.Module):
         self.value_optimizer.apply(value_grads, value_vars, applied=finite)
         if self.popart is not None:
             # After the step, from an applied update's valid targets (as the observation
-            # normalizer merges): the head is rescaled so V(s) is unchanged.
-            keep = tf.logical_and(valid > 0, finite)
+            # normalizer merges): the head is rescaled so V(s) is unchanged. A batch that
+            # initialized the statistics is in them already.
+            keep = tf.logical_and(tf.logical_and(valid > 0, finite), tf.logical_not(initialized))
             self.popart.update(returns, keep, self.value.head)
         metrics = dict(losses)
         metrics["update_applied"] = finite

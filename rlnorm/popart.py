@@ -16,7 +16,8 @@ merged exactly with the observation normalizer's parallel formula (Chan, Golub &
 1979), not the paper's exponential moving averages. They update once per update, AFTER its
 gradient step, from the update's valid targets (as the observation normalizer merges after the
 step): the update's loss, the diagnostics' pass over it and the acting values all see the same
-statistics. std is clipped to [1e-4, 1e6] (the bounds of Hessel et al. 2019's PopArt), so a
+statistics; the very first batch sets them BEFORE its step (`initialize`: an untrained head
+has no outputs worth preserving). std is clipped to [1e-4, 1e6] (the bounds of Hessel et al. 2019's PopArt), so a
 batch of equal targets cannot blow the head's weights up by 1/sqrt(eps).
 
 The variables are Keras variables, listed in the value network's `non_trainable_weights` (so
@@ -68,6 +69,25 @@ class PopArt(tf.Module):
         """The head's output float32 [N] -> unnormalized values float32 [N]."""
         mean = tf.convert_to_tensor(self.mean)
         return tf.cast(tf.cast(head, tf.float64) * self.std() + mean, tf.float32)
+
+    def initialize(self, targets, keep) -> tf.Tensor:
+        """Before the first update only (count 0): take the `keep` rows' mean and variance as
+        the statistics, WITHOUT rescaling the head, and return True (a bool [] tensor); else
+        change nothing and return False. The untrained head's outputs are its initialization's
+        (of order 1 in whatever units), nothing to preserve; rescaling them to the first
+        targets' units, as `update` would, gives a head of weights ~ 1/std: 1000x larger at a
+        reward scale of 1e-3 than at 1."""
+        x = tf.cast(targets, tf.float64)
+        w = tf.cast(keep, tf.float64)
+        n = tf.reduce_sum(w)
+        mean = tf.reduce_sum(w * x) / tf.maximum(n, 1.0)
+        var = tf.reduce_sum(w * tf.square(x - mean)) / tf.maximum(n, 1.0)
+        usable = tf.logical_and(n > 0, tf.math.is_finite(mean + var))  # a NaN batch sets nothing
+        first = tf.logical_and(tf.equal(tf.convert_to_tensor(self.count), 0.0), usable)
+        self.mean.assign(tf.where(first, mean, tf.convert_to_tensor(self.mean)))
+        self.var.assign(tf.where(first, var, tf.convert_to_tensor(self.var)))
+        self.count.assign(tf.where(first, n, tf.convert_to_tensor(self.count)))
+        return first
 
     def update(self, targets, keep, head: keras.layers.Dense) -> None:
         """Merge the `keep` rows (bool [N]) of `targets` (float [N]) into the statistics, then

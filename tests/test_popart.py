@@ -116,3 +116,48 @@ def test_both_adapters_train_and_checkpoint_the_statistics(tmp_path, backend):
     Checkpointer(run_dir / "checkpoints", fresh).restore(partial=True)
     assert fresh.popart.state_dict() == stats
     np.testing.assert_array_equal(fresh.value.head.kernel.numpy(), trained["a"].value.head.kernel)
+
+
+def test_the_first_batch_sets_the_statistics_without_rescaling_the_head():
+    a = agent(compile="eager")
+    head = a.value.head
+    kernel, bias = head.kernel.numpy().copy(), head.bias.numpy().copy()
+    returns = np.array([3.0, 5.0, 100.0, 7.0], np.float32)
+    keep = np.array([True, True, False, True])
+    assert bool(a.popart.initialize(returns, keep))
+    s = a.popart.state_dict()
+    assert (s["count"], s["mean"]) == (3.0, pytest.approx(5.0))
+    assert s["var"] == pytest.approx(np.var([3.0, 5.0, 7.0]))
+    np.testing.assert_array_equal(head.kernel.numpy(), kernel)
+    np.testing.assert_array_equal(head.bias.numpy(), bias)
+    assert not bool(a.popart.initialize(returns * 10, keep))  # only while empty
+    assert a.popart.state_dict() == s
+
+
+def test_updates_are_the_same_at_any_reward_scale():
+    """The whole update under PopArt is invariant to the reward scale: two identical agents fed
+    the same observations and actions, advantages and returns x1 and x1000, take the same
+    steps (policy and value weights, the value head in normalized units) for several updates."""
+    rng = np.random.default_rng(3)
+    n = 32
+    batches = [
+        (
+            rng.normal(size=(n, 3)).astype(np.float32),
+            rng.integers(0, 2, n).astype(np.int32),
+            rng.normal(size=n).astype(np.float32) * 4.0,
+            rng.normal(size=n).astype(np.float32) * 20.0 + 50.0,
+        )
+        for _ in range(4)
+    ]
+    ones = np.ones(n, np.float32)
+    weights = {}
+    for scale in (1.0, 1000.0):
+        a = agent(compile="eager", norm_obs=False)
+        for obs, actions, adv, ret in batches:
+            assert bool(
+                a.gradient_step(obs, actions, adv * scale, ret * scale, ones)["update_applied"]
+            )
+        weights[scale] = [w.numpy() for w in a.policy.trainable_weights + a.value.trainable_weights]
+        assert a.popart.state_dict()["count"] == 4 * n
+    for w1, w1000 in zip(weights[1.0], weights[1000.0], strict=True):
+        np.testing.assert_allclose(w1000, w1, rtol=1e-4, atol=1e-6)
