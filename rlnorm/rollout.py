@@ -86,11 +86,16 @@ def describe_nonfinite(x: np.ndarray, what: str, step: int) -> str:
     )
 
 
+# Rollouts of up to this many steps are traced unrolled (the fastest graph for A2C's usual
+# 5-8 steps); longer ones run as a tf.while_loop, whose one body traces in constant time.
+UNROLLED_STEPS = 16
+
+
 class RolloutCollector:
     """Steps the vector env for n_steps per call, carrying the current observation across calls.
 
-    Speed: the T act steps are unrolled in a graph and the env is stepped from inside it
-    through `tf.numpy_function`, so the per-call overhead of TF (more than the network's
+    Speed: the T act steps are unrolled in a graph (a tf.while_loop beyond UNROLLED_STEPS) and
+    the env is stepped from inside it through `tf.numpy_function`, so the per-call overhead of TF (more than the network's
     arithmetic) is paid once per update (the update graph, `rlnorm.update`,
     traces `rollout_graph`) instead of once per env step. Everything NumPy-side (autoreset
     bookkeeping, episode statistics, finiteness checks) happens in `_env_step`, the callback,
@@ -160,31 +165,42 @@ class RolloutCollector:
     def _rollout_graph(self, obs):
         """The Rollout fields in their order, stacked [T, B, ...], then the next obs."""
         T, B = self.n_steps, self.n_envs
-        steps, obs_pairs, scalars = [], [], []
+
+        def act_and_step(obs):
+            action, log_prob = self._sample(obs)  # inference mode
+            obs_pair, step_scalars = tf.numpy_function(
+                self._env_step,
+                [action],
+                [self.obs_dtype, tf.float32],
+                stateful=True,
+                name="env_step",
+            )
+            obs_pair.set_shape([2, *obs.shape])
+            step_scalars.set_shape([4, B])
+            return action, log_prob, obs_pair, step_scalars
+
         # The weights and the normalizer do not change during the rollout: read them once.
         with self.agent.weights_read_once():
-            for _ in range(T):
-                action, log_prob = self._sample(obs)  # inference mode
-                obs_pair, step_scalars = tf.numpy_function(
-                    self._env_step,
-                    [action],
-                    [self.obs_dtype, tf.float32],
-                    stateful=True,
-                    name="env_step",
+            if T <= UNROLLED_STEPS:
+                steps, obs_pairs, scalars = [], [], []
+                for _ in range(T):
+                    action, log_prob, obs_pair, step_scalars = act_and_step(obs)
+                    steps.append((obs, action, log_prob))
+                    obs_pairs.append(obs_pair)
+                    scalars.append(step_scalars)
+                    obs = obs_pair[0]
+                obs_t, actions, log_probs = (tf.stack(x) for x in zip(*steps))
+                obs_pairs, scalars = tf.stack(obs_pairs), tf.stack(scalars)
+            else:  # long rollouts: one loop body to trace and optimize, not T copies
+                obs, (obs_t, actions, log_probs, obs_pairs, scalars) = self._looped(
+                    obs, act_and_step
                 )
-                obs_pair.set_shape([2, *obs.shape])
-                step_scalars.set_shape([4, B])
-                steps.append((obs, action, log_prob))
-                obs_pairs.append(obs_pair)
-                scalars.append(step_scalars)
-                obs = obs_pair[0]
             # V(s_t) of every step, V(final obs) (read only where truncated) and V(obs after
             # the rollout) in ONE batched pass, off the env's critical path (faster than a
             # value pass at every act step). The same values up to float
             # rounding: a batched matmul may round a last bit differently, so a long run can
             # take another (equally deterministic) trajectory.
-            obs_t, actions, log_probs = (tf.stack(x) for x in zip(*steps))
-            final_obs = tf.stack(obs_pairs)[:, 1]
+            final_obs = obs_pairs[:, 1]
             flat = [tf.reshape(x, [T * B, *obs.shape[1:]]) for x in (obs_t, final_obs)]
             all_values = self.agent.state_values(tf.concat([*flat, obs], axis=0))
         values, final_values, last_values = (
@@ -192,7 +208,7 @@ class RolloutCollector:
             tf.reshape(all_values[T * B : 2 * T * B], [T, B]),
             all_values[2 * T * B :],
         )
-        scalars = tf.stack(scalars, axis=1)  # [4, T, B]
+        scalars = tf.transpose(scalars, [1, 0, 2])  # [T, 4, B] -> [4, T, B]
         rewards, valid = scalars[0], scalars[3]
         terminated, truncated = scalars[1] > 0, scalars[2] > 0
         return (
@@ -208,6 +224,24 @@ class RolloutCollector:
             last_values,
             obs,
         )
+
+    def _looped(self, obs, act_and_step):
+        """`act_and_step` T times in a tf.while_loop: (next obs, (obs [T, B, ...], actions,
+        log_probs [T, B], obs pairs [T, 2, B, ...], scalars [T, 4, B]))."""
+        T = self.n_steps
+        dtypes = (self.obs_dtype, self.agent.action_spec.dtype, tf.float32, self.obs_dtype)
+        arrays = tuple(tf.TensorArray(d, size=T) for d in (*dtypes, tf.float32))
+
+        def body(t, obs, arrays):
+            action, log_prob, obs_pair, step_scalars = act_and_step(obs)
+            row = (obs, action, log_prob, obs_pair, step_scalars)
+            arrays = tuple(a.write(t, x) for a, x in zip(arrays, row, strict=True))
+            return t + 1, tf.ensure_shape(obs_pair[0], obs.shape), arrays
+
+        _, obs, arrays = tf.while_loop(
+            lambda t, *_: t < T, body, (tf.constant(0), obs, arrays), maximum_iterations=T
+        )
+        return obs, tuple(a.stack() for a in arrays)
 
     def _env_step(self, action: np.ndarray):
         """NumPy side of one vector step (called from the graph). Returns the next and the final

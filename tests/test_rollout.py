@@ -293,3 +293,28 @@ def test_numpy_vectorized_cartpole_is_collected_with_next_step_bookkeeping():
     reported = collections.Counter(int(n) for _, n in episodes)
     assert lengths and not collections.Counter(lengths) - reported  # a sub-multiset
     envs.close()
+
+
+def test_a_long_rollout_in_a_while_loop_collects_what_the_unrolled_one_does(monkeypatch):
+    """Rollouts longer than UNROLLED_STEPS run as a tf.while_loop: the same transitions, log
+    probs and values, bit for bit, as the unrolled graph (real agent, CartPole, 20 steps)."""
+    import gymnasium as gym
+
+    import rlnorm.rollout as rollout_module
+    from rlnorm.agent import A2CAgent
+    from rlnorm.config import Config
+
+    config = Config(env_id="CartPole-v1", n_envs=2, n_steps=20, hidden_sizes=(8,), seed=3)
+    results = []
+    for unrolled in (rollout_module.UNROLLED_STEPS, 64):
+        monkeypatch.setattr(rollout_module, "UNROLLED_STEPS", unrolled)
+        envs = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+        agent = A2CAgent(config, envs.single_observation_space, envs.single_action_space)
+        collector = RolloutCollector(envs, agent, 20, autoreset_mode_of(envs), seed=3)
+        results.append([copy.deepcopy(collector.collect(40 * i, lambda *_: None)) for i in (0, 1)])
+        envs.close()
+    for looped, unrolled in zip(*results, strict=True):
+        for f in fields(Rollout):
+            np.testing.assert_array_equal(
+                getattr(looped, f.name), getattr(unrolled, f.name), f.name
+            )
