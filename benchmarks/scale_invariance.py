@@ -70,15 +70,21 @@ def run_sb3(env_id, level, seed, steps, overrides) -> dict:
     }
 
 
+def parse_value(text: str):
+    """A --set value as JSON where it is (numbers, true/false), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def one(args) -> None:
     """Child process: one run, one JSON line on stdout."""
     os.sched_setaffinity(0, {args.cpu})
     sys.path.insert(0, str(HERE))
     level = float(args.level)
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    overrides = {
-        k: json.loads(v) if v[:1] in '0123456789-[{tfn"' else v for k, v in overrides.items()
-    }
+    overrides = {k: parse_value(v) for k, v in overrides.items()}
     fn = run_rlnorm if args.one == "rlnorm" else run_sb3
     out = fn(args.env, level, args.seed, args.steps, overrides)
     if out["final_return"] is not None:
@@ -194,7 +200,8 @@ def write_table(results: Path, doc: Path) -> None:
         if ref is not None:
 
             def inside(x, ci):
-                return ci[0] <= x <= ci[1]
+                tol = 1e-9 * max(1.0, abs(x))  # 500 / 1e-3 * 1e-3 is 500.0000000000003
+                return ci[0] - tol <= x <= ci[1] + tol
 
             same = (
                 "yes"

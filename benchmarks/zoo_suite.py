@@ -164,7 +164,7 @@ def scores(args) -> None:
         steps = args.steps or config.total_steps
         tag = f"{recipe}__{steps}"
         mine = RESULTS / f"{tag}__rlnorm.json"
-        if not mine.exists():
+        if "rlnorm" in args.sides and not mine.exists():
             cmd = [
                 sys.executable,
                 "-m",
@@ -187,7 +187,7 @@ def scores(args) -> None:
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         theirs = RESULTS / f"{tag}__sb3.json"
-        if args.sb3_python and not theirs.exists():
+        if "sb3" in args.sides and args.sb3_python and not theirs.exists():
             settings = sb3_settings(config)
             runs = [
                 child(
@@ -197,6 +197,24 @@ def scores(args) -> None:
             ]
             theirs.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
             print(theirs, [r["mean_return_last_100"] for r in runs], flush=True)
+
+
+def evaluate(args) -> None:
+    """Each seed's final agent, deterministic actions, `--episodes` episodes (what rl-zoo's
+    benchmark reports for its one run), added to the recipe's rlnorm JSON."""
+    import rlnorm
+
+    for mine in sorted(RESULTS.glob("*__rlnorm.json")):
+        report = json.loads(mine.read_text())
+        if "eval_deterministic" in report:
+            continue
+        scores = []
+        for seed in report["seeds"]:
+            run = rlnorm.load(Path(report["out"]) / f"seed{seed}")
+            scores.append(run.evaluate(episodes=args.episodes, deterministic=True)["mean_return"])
+        report["eval_deterministic"] = scores
+        mine.write_text(json.dumps(report, indent=1))
+        print(mine.name, [round(x, 1) for x in scores], flush=True)
 
 
 def speed(args) -> None:
@@ -255,6 +273,7 @@ def table(args) -> None:
         env_id = report["env_id"]
         ref, ref_steps = ZOO_REFERENCE.get(env_id, (None, None))
         ours = cell(report["metrics"]["final_return"])
+        evaluated = cell(report["eval_deterministic"]) if "eval_deterministic" in report else "-"
         theirs_path = RESULTS / f"{recipe}__{steps}__sb3.json"
         theirs = "-"
         if theirs_path.exists():
@@ -263,18 +282,21 @@ def table(args) -> None:
         sp = speeds.get(recipe)
         speed_cells = "- | - | -"
         if sp:
+            whole, steady, theirs_sps = sp["rlnorm"], sp["rlnorm_steady"], sp["sb3"]
             speed_cells = (
-                f"{sp['rlnorm']:,.0f} | {sp['sb3']:,.0f} | {sp['rlnorm'] / sp['sb3']:.2f}x"
+                f"{whole:,.0f} / {steady:,.0f} | {theirs_sps:,.0f} | "
+                f"{whole / theirs_sps:.2f}x / {steady / theirs_sps:.2f}x"
             )
         zoo = f"{ref:,} at {ref_steps / 1e6:g}M" if ref is not None else "-"
         rows.append(
-            f"| `{recipe}` | {env_id} | {int(steps):,} | {ours} | {theirs} | {zoo} | "
+            f"| `{recipe}` | {env_id} | {int(steps):,} | {ours} | {evaluated} | {theirs} | {zoo} | "
             f"{speed_cells} |"
         )
     header = [
-        "| recipe | env | budget | rlnorm last-100, IQM [95% CI] (seeds) | SB3 last-100, IQM "
-        "[95% CI] (seeds) | rl-zoo A2C | rlnorm steps/s | SB3 steps/s | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| recipe | env | budget | rlnorm train last-100, IQM [95% CI] (seeds) | rlnorm eval, "
+        "deterministic | SB3 train last-100 | rl-zoo A2C (one run, deterministic eval) | "
+        "rlnorm steps/s, whole run / after the first update | SB3 steps/s | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     footer = [
         "",
@@ -296,7 +318,8 @@ def main() -> None:
         print(json.dumps(run_rlnorm_speed(sys.argv[2], int(sys.argv[3]))))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["scores", "speed", "table"])
+    p.add_argument("what", choices=["scores", "evaluate", "speed", "table"])
+    p.add_argument("--episodes", type=int, default=10, help="evaluate: episodes per seed")
     p.add_argument("--recipes", default="acrobot")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="budget (default: the recipe's)")
@@ -304,9 +327,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cpu", type=int, default=None)
     p.add_argument("--sb3-python", default=None)
+    p.add_argument("--sides", default="rlnorm,sb3", help="scores: which frameworks to train")
     p.add_argument("--doc", default="docs/results.md", help="table: the page to update")
     args = p.parse_args()
-    {"scores": scores, "speed": speed, "table": table}[args.what](args)
+    {"scores": scores, "evaluate": evaluate, "speed": speed, "table": table}[args.what](args)
 
 
 if __name__ == "__main__":
