@@ -142,11 +142,13 @@ class A2CAgent(tf.Module):
             dist = self.policy.distribution(obs, True, records["policy"], mask, normalized_obs=x)
             log_prob = dist.log_prob(actions)
             values = self.value.head_values(obs, True, records["value"], mask, normalized_obs=x)
-            targets = returns if self.popart is None else self.popart.normalize(returns)
+            targets, stats = returns, None
             if self.popart is not None:
+                stats = self.popart.for_batch(returns, mask)
+                targets = self.popart.normalize(returns, stats)
                 # The policy gradient in the same normalized units (PopArt's actor-critic form,
                 # Hessel et al. 2019): its step size then does not depend on the reward scale.
-                advantages = advantages / tf.cast(self.popart.std(), advantages.dtype)
+                advantages = advantages / tf.cast(stats[1], advantages.dtype)
             losses = a2c_loss(
                 log_prob,
                 dist.entropy(),
@@ -161,7 +163,7 @@ class A2CAgent(tf.Module):
             total = losses["policy_total_loss"] + losses["value_total_loss"]
         grads = tape.gradient(total, self.policy.trainable_weights + self.value.trainable_weights)
         if self.popart is not None:
-            values = self.popart.denormalize(values)
+            values = self.popart.denormalize(values, stats)
         return losses, dist, values, log_prob, grads
 
     def gradient_step(self, obs, actions, advantages, returns, valid):
@@ -172,9 +174,6 @@ class A2CAgent(tf.Module):
         c = self.config
         policy_vars = self.policy.trainable_weights
         value_vars = self.value.trainable_weights
-        initialized = tf.constant(False)
-        if self.popart is not None:  # the first update's targets set PopArt's statistics
-            initialized = self.popart.initialize(returns, valid > 0)
         losses, _, values, log_prob, grads = self.loss_and_gradients(
             obs, actions, advantages, returns, valid
         )
@@ -199,10 +198,13 @@ class A2CAgent(tf.Module):
         self.value_optimizer.apply(value_grads, value_vars, applied=finite)
         if self.popart is not None:
             # After the step, from an applied update's valid targets (as the observation
-            # normalizer merges): the head is rescaled so V(s) is unchanged. A batch that
-            # initialized the statistics is in them already.
-            keep = tf.logical_and(tf.logical_and(valid > 0, finite), tf.logical_not(initialized))
-            self.popart.update(returns, keep, self.value.head)
+            # normalizer merges): the first update stores its batch's statistics as they are,
+            # later ones merge and rescale the head so V(s) is unchanged.
+            keep = tf.logical_and(valid > 0, finite)
+            first = self.popart.initialize(returns, keep)
+            self.popart.update(
+                returns, tf.logical_and(keep, tf.logical_not(first)), self.value.head
+            )
         metrics = dict(losses)
         metrics["update_applied"] = finite
         metrics.update(

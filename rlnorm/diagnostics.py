@@ -174,14 +174,15 @@ class ScaleDiagnostics:
         agent = self.agent
         t = {"obs_encoded": agent.normalizer.encode(obs)}
         # 1. Inference mode (the acting networks), needed only where it differs: BatchNorm.
+        stats = None
+        if agent.popart is not None:  # the statistics this update's targets are scaled by
+            stats = agent.popart.for_batch(returns, valid > 0)
+            t["popart/target_mean"], t["popart/target_std"] = stats
         for n in self.bn_nets:
             out = self.nets[n](obs, training=False)
-            if n == "value" and agent.popart is not None:  # in the training pass's units
-                out = agent.popart.denormalize(out[:, 0])[:, None]
+            if n == "value" and stats is not None:  # in the training pass's units
+                out = agent.popart.denormalize(out[:, 0], stats)[:, None]
             t[f"{n}/output_infer"] = out
-        if agent.popart is not None:  # the statistics this update's targets are scaled by
-            t["popart/target_mean"] = tf.convert_to_tensor(agent.popart.mean)
-            t["popart/target_std"] = agent.popart.std()
         # 2. Training mode: the update's own loss and gradients (A2CAgent.loss_and_gradients). A training-mode
         #    BatchNorm call assigns its moving statistics: save them first, restore them after
         #    (exact, and ~1k floats); automatic control dependencies keep this order in a graph.

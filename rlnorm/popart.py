@@ -16,8 +16,9 @@ merged exactly with the observation normalizer's parallel formula (Chan, Golub &
 1979), not the paper's exponential moving averages. They update once per update, AFTER its
 gradient step, from the update's valid targets (as the observation normalizer merges after the
 step): the update's loss, the diagnostics' pass over it and the acting values all see the same
-statistics; the very first batch sets them BEFORE its step (`initialize`: an untrained head
-has no outputs worth preserving). std is clipped to [1e-4, 1e6] (the bounds of Hessel et al. 2019's PopArt), so a
+statistics; the very first batch's update uses that batch's own statistics, stored after its
+step without rescaling the head (`for_batch`, `initialize`: an untrained head has no outputs
+worth preserving). std is clipped to [1e-4, 1e6] (the bounds of Hessel et al. 2019's PopArt), so a
 batch of equal targets cannot blow the head's weights up by 1/sqrt(eps).
 
 The variables are Keras variables, listed in the value network's `non_trainable_weights` (so
@@ -60,30 +61,47 @@ class PopArt(tf.Module):
         """float64 []: sqrt(var), clipped to STD_BOUNDS."""
         return tf.clip_by_value(tf.sqrt(tf.convert_to_tensor(self.var)), *STD_BOUNDS)
 
-    def normalize(self, targets) -> tf.Tensor:
-        """float [N] -> float32 [N] = (targets - mean) / std, in float64 before the cast."""
-        mean = tf.convert_to_tensor(self.mean)
-        return tf.cast((tf.cast(targets, tf.float64) - mean) / self.std(), tf.float32)
+    def normalize(self, targets, stats=None) -> tf.Tensor:
+        """float [N] -> float32 [N] = (targets - mean) / std, in float64 before the cast.
+        `stats`: (mean, std) from `for_batch`, else the stored ones."""
+        mean, std = stats if stats is not None else (tf.convert_to_tensor(self.mean), self.std())
+        return tf.cast((tf.cast(targets, tf.float64) - mean) / std, tf.float32)
 
-    def denormalize(self, head) -> tf.Tensor:
+    def denormalize(self, head, stats=None) -> tf.Tensor:
         """The head's output float32 [N] -> unnormalized values float32 [N]."""
-        mean = tf.convert_to_tensor(self.mean)
-        return tf.cast(tf.cast(head, tf.float64) * self.std() + mean, tf.float32)
+        mean, std = stats if stats is not None else (tf.convert_to_tensor(self.mean), self.std())
+        return tf.cast(tf.cast(head, tf.float64) * std + mean, tf.float32)
 
-    def initialize(self, targets, keep) -> tf.Tensor:
-        """Before the first update only (count 0): take the `keep` rows' mean and variance as
-        the statistics, WITHOUT rescaling the head, and return True (a bool [] tensor); else
-        change nothing and return False. The untrained head's outputs are its initialization's
-        (of order 1 in whatever units), nothing to preserve; rescaling them to the first
-        targets' units, as `update` would, gives a head of weights ~ 1/std: 1000x larger at a
-        reward scale of 1e-3 than at 1."""
+    def _batch_moments(self, targets, keep):
         x = tf.cast(targets, tf.float64)
         w = tf.cast(keep, tf.float64)
         n = tf.reduce_sum(w)
         mean = tf.reduce_sum(w * x) / tf.maximum(n, 1.0)
         var = tf.reduce_sum(w * tf.square(x - mean)) / tf.maximum(n, 1.0)
-        usable = tf.logical_and(n > 0, tf.math.is_finite(mean + var))  # a NaN batch sets nothing
-        first = tf.logical_and(tf.equal(tf.convert_to_tensor(self.count), 0.0), usable)
+        empty = tf.equal(tf.convert_to_tensor(self.count), 0.0)
+        # Only a usable batch sets the first statistics (a NaN batch sets nothing).
+        first = tf.logical_and(empty, tf.logical_and(n > 0, tf.math.is_finite(mean + var)))
+        return first, n, mean, var
+
+    def for_batch(self, targets, keep):
+        """(mean, std) float64 [] an update on this batch uses: the stored statistics or, before
+        the first update (count 0), the `keep` rows' own, which `initialize` stores after the
+        step. Reads only: the loss, the diagnostics' pass and the step agree."""
+        first, _, mean, var = self._batch_moments(targets, keep)
+        std = tf.clip_by_value(tf.sqrt(var), *STD_BOUNDS)
+        return (
+            tf.where(first, mean, tf.convert_to_tensor(self.mean)),
+            tf.where(first, std, self.std()),
+        )
+
+    def initialize(self, targets, keep) -> tf.Tensor:
+        """After the first update only (count 0): store the `keep` rows' mean and variance (what
+        `for_batch` gave that update) WITHOUT rescaling the head, and return True (a bool []
+        tensor); else change nothing and return False. The untrained head's outputs are its
+        initialization's (of order 1 in whatever units), nothing to preserve; rescaling them
+        into the first targets' units, as `update` would, gives a head of weights ~ 1/std:
+        1000x larger at a reward scale of 1e-3 than at 1."""
+        first, n, mean, var = self._batch_moments(targets, keep)
         self.mean.assign(tf.where(first, mean, tf.convert_to_tensor(self.mean)))
         self.var.assign(tf.where(first, var, tf.convert_to_tensor(self.var)))
         self.count.assign(tf.where(first, n, tf.convert_to_tensor(self.count)))

@@ -27,7 +27,14 @@ N = 12
 
 
 def make_config(**changes) -> Config:
-    base = dict(hidden_sizes=(5, 4), seed=1, diagnostics_every=1000, histograms_every=1000)
+    # Raw value targets: the NumPy references below are SB3's losses (PopArt: its own test).
+    base = dict(
+        hidden_sizes=(5, 4),
+        seed=1,
+        diagnostics_every=1000,
+        histograms_every=1000,
+        value_target_norm="none",
+    )
     return Config(**{**base, **changes})
 
 
