@@ -14,24 +14,15 @@ import sys
 
 from rlnorm.cli import main
 from rlnorm.config import Config
+from rlnorm.recipes import SB3_A2C
 
-CONFIG = Config(
+CONFIG = Config(**SB3_A2C).replace(
     agent="acrobot",
     env_id="Acrobot-v1",
     n_envs=16,
-    n_steps=5,
     total_steps=500_000,
-    learning_rate=7e-4,
-    gamma=0.99,
-    gae_lambda=1.0,
-    ent_coef=0.0,
-    vf_coef=0.5,
-    max_grad_norm=0.5,
-    grad_clip="global",
     norm_obs=True,
     norm_reward=True,
-    obs_epsilon=1e-8,  # VecNormalize's epsilon
-    value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 
 if __name__ == "__main__":

@@ -15,25 +15,19 @@ import sys
 
 from rlnorm.cli import main
 from rlnorm.config import Config
+from rlnorm.recipes import SB3_A2C
 
-CONFIG = Config(
+CONFIG = Config(**SB3_A2C).replace(
     agent="lunar_lander",
     env_id="LunarLander-v3",
     n_envs=8,
-    n_steps=5,
     total_steps=200_000,
     learning_rate=8.3e-4,
     lr_schedule="linear",
     gamma=0.995,
-    gae_lambda=1.0,
     ent_coef=1e-5,
-    vf_coef=0.5,
-    max_grad_norm=0.5,
-    grad_clip="global",
     norm_obs=False,
     norm_reward=False,
-    obs_epsilon=1e-8,  # VecNormalize's epsilon
-    value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 
 if __name__ == "__main__":

@@ -15,30 +15,23 @@ import sys
 
 from rlnorm.cli import main
 from rlnorm.config import Config
+from rlnorm.recipes import SB3_A2C
 
-CONFIG = Config(
+CONFIG = Config(**SB3_A2C).replace(
     agent="lunar_lander_continuous",
     env_id="LunarLanderContinuous-v3",
     n_envs=4,
     n_steps=8,
     total_steps=5_000_000,
-    learning_rate=7e-4,
     lr_schedule="linear",
-    gamma=0.99,
     gae_lambda=0.9,
-    ent_coef=0.0,
     vf_coef=0.4,
-    max_grad_norm=0.5,
-    grad_clip="global",
-    normalize_advantage=False,
     use_sde=True,
     sde_sample_freq=-1,
     log_std_init=-2.0,
     ortho_init=False,
     norm_obs=True,
     norm_reward=True,
-    obs_epsilon=1e-8,  # VecNormalize's epsilon
-    value_target_norm="none",  # rl-zoo's setting (SB3 has no PopArt)
 )
 
 if __name__ == "__main__":

@@ -17,6 +17,24 @@ from rlnorm.config import Config, ConfigError
 
 DEFAULT_RECIPE = "cartpole"
 
+# Stable-Baselines3's A2C defaults in rlnorm's keys: the base of the rl-zoo recipes, which
+# list only what their a2c.yml entry changes (`Config(**SB3_A2C).replace(...)`). One RMSprop
+# over both networks there means ONE gradient clip (grad_clip "global"); VecNormalize's
+# epsilon; raw value targets (SB3 has no PopArt).
+SB3_A2C = dict(
+    n_steps=5,
+    learning_rate=7e-4,
+    gamma=0.99,
+    gae_lambda=1.0,
+    ent_coef=0.0,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+    grad_clip="global",
+    normalize_advantage=False,
+    obs_epsilon=1e-8,
+    value_target_norm="none",
+)
+
 
 def recipe_dirs() -> list[Path]:
     """Where names are looked up, in order: ./agents, then the source checkout's agents/."""
